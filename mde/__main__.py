@@ -1,0 +1,3 @@
+from mde.cli.app import main
+
+main()

@@ -1,0 +1,133 @@
+"""The one description of a log-mel front end.
+
+Every consumer reads this dataclass: the C kernel (``mde.runtime.frontend``), the torch twin used for
+training, the exporters, and the model-file metadata. Units are stated per field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal, Optional
+
+from mde.errors import FrontendError
+
+MelScale = Literal["htk", "slaney"]
+LogMode = Literal["db", "log10p"]
+
+SUPPORTED_N_FFT = (256, 512, 1024, 2048, 4096)
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Settings of a mel-spectrogram front end.
+
+    sample_rate: input rate in Hz.
+    n_fft: FFT size in samples (power of two, 256..4096); also the Hann window length.
+    hop_length: frame step in samples.
+    n_mels: number of mel bands.
+    f_min, f_max: band edges in Hz (``f_max=None`` means sample_rate / 2).
+    mel_scale: 'htk' (2595 log10(1 + f/700)) or 'slaney' (linear below 1 kHz, log above).
+    norm: None (peak 1 triangles) or 'slaney' (each triangle scaled to unit area, 2 / bandwidth).
+    center: pad n_fft // 2 samples on both sides so frame t is centred on sample t * hop_length.
+    pad_mode: 'reflect' or 'constant' (zeros) padding when ``center``.
+    power: 2.0 for the power spectrum |X|^2, 1.0 for the magnitude |X|.
+    log: 'db' for 10 log10(max(x, amin)) in dB, 'log10p' for log10(1 + log_scale * x), None for none.
+    amin: floor in spectrum units applied before the dB log.
+    top_db: if set, dB values are clipped to (max over the call's frames) - top_db, per input signal.
+    log_scale: the C of 'log10p'.
+    fp16_round: round the mel energies to float16 before the log (musicnn's recipe).
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 128
+    f_min: float = 0.0
+    f_max: Optional[float] = None
+    mel_scale: MelScale = "htk"
+    norm: Optional[Literal["slaney"]] = None
+    center: bool = True
+    pad_mode: Literal["reflect", "constant"] = "reflect"
+    power: float = 2.0
+    log: Optional[LogMode] = "db"
+    amin: float = 1e-10
+    top_db: Optional[float] = None
+    log_scale: float = 10000.0
+    fp16_round: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_fft not in SUPPORTED_N_FFT:
+            raise FrontendError(
+                f"n_fft={self.n_fft} is not supported: use a power of two from 256 to 4096"
+            )
+        if self.hop_length < 1:
+            raise FrontendError(f"hop_length must be positive, got {self.hop_length}")
+        if self.n_mels < 1:
+            raise FrontendError(f"n_mels must be positive, got {self.n_mels}")
+        if self.sample_rate < 1:
+            raise FrontendError(f"sample_rate must be positive, got {self.sample_rate}")
+        if not 0.0 <= self.f_min < self.fmax_hz <= self.sample_rate / 2:
+            raise FrontendError(
+                f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min}, f_max={self.fmax_hz}"
+            )
+        if self.mel_scale not in ("htk", "slaney"):
+            raise FrontendError(f"mel_scale must be 'htk' or 'slaney', got {self.mel_scale!r}")
+        if self.norm not in (None, "slaney"):
+            raise FrontendError(f"norm must be None or 'slaney', got {self.norm!r}")
+        if self.pad_mode not in ("reflect", "constant"):
+            raise FrontendError(f"pad_mode must be 'reflect' or 'constant', got {self.pad_mode!r}")
+        if self.power not in (1.0, 2.0):
+            raise FrontendError(f"power must be 1.0 or 2.0, got {self.power}")
+        if self.log not in (None, "db", "log10p"):
+            raise FrontendError(f"log must be 'db', 'log10p' or None, got {self.log!r}")
+        if self.amin <= 0:
+            raise FrontendError(f"amin must be positive, got {self.amin}")
+
+    @property
+    def fmax_hz(self) -> float:
+        """Upper band edge in Hz, with None resolved to the Nyquist frequency."""
+        return float(self.sample_rate) / 2 if self.f_max is None else float(self.f_max)
+
+    @property
+    def n_freqs(self) -> int:
+        """Number of one-sided FFT bins, n_fft // 2 + 1."""
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for a signal of ``n_samples`` samples."""
+        if self.center:
+            return n_samples // self.hop_length + 1
+        if n_samples < self.n_fft:
+            return 0
+        return (n_samples - self.n_fft) // self.hop_length + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (stored in model metadata)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FrontendConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error so that typos do not pass silently."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise FrontendError(f"unknown front-end settings: {sorted(unknown)}")
+        return cls(**data)
+
+    def with_(self, **changes: Any) -> "FrontendConfig":
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+
+SEED_FCN = FrontendConfig(
+    sample_rate=16000, n_fft=512, hop_length=256, n_mels=128, f_min=0.0, f_max=8000.0,
+    mel_scale="htk", norm=None, center=True, pad_mode="reflect", power=2.0, log="db", amin=1e-10,
+)
+"""The first seed's torchaudio front end: 128 HTK mels, power, 10 log10(max(x, 1e-10))."""
+
+MUSICNN = FrontendConfig(
+    sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, f_min=0.0, f_max=8000.0,
+    mel_scale="slaney", norm="slaney", center=True, pad_mode="reflect", power=2.0,
+    log="log10p", log_scale=10000.0, fp16_round=True,
+)
+"""musicnn's training-era front end: 96 Slaney mels, float16 rounding, log10(1 + 10000 x)."""

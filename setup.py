@@ -1,0 +1,16 @@
+"""Builds the Cython extension over the plain C front end in csrc/ (metadata lives in pyproject.toml)."""
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+melspec = Extension(
+    "mde.runtime._melspec",
+    sources=["mde/runtime/_melspec.pyx", "csrc/melspec.c", "csrc/fft.c"],
+    include_dirs=["csrc", numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=["-O3", "-std=c99", "-fno-math-errno"],
+    extra_link_args=["-lm", "-lpthread"],
+)
+
+setup(ext_modules=cythonize([melspec], language_level=3))
