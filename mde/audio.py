@@ -1,0 +1,346 @@
+"""Audio I/O: decode files to mono float32, resample, validate, and find audio files on disk.
+
+Units: lengths and positions are in samples unless a name says seconds; rates are in Hz. Decoding
+uses libsndfile (through soundfile) and resampling uses soxr; neither imports torch or librosa.
+
+Every failure to read a file raises a subclass of :class:`mde.errors.AudioError` whose one-line
+message starts with the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from mde.errors import (
+    AudioError,
+    AudioFileNotFound,
+    CorruptAudioError,
+    EmptyAudioFile,
+    InvalidSamplesError,
+    NotAudioError,
+    UnsupportedRateError,
+)
+
+MIN_SAMPLE_RATE = 8000
+"""The lowest sample rate (Hz) accepted for decoding and resampling."""
+
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+    | ({".opus"} if "OPUS" in sf.available_subtypes("OGG") else set())
+)
+"""Lower-case suffixes that :func:`find_audio_files` picks up when it walks a folder."""
+
+_BLOCK_SAMPLES = 1 << 18
+"""Samples (frames x channels) decoded per block: the multichannel buffer never holds more."""
+
+_MAX_PREALLOC = 1 << 26
+"""The most samples allocated up front from a header's frame count (a lying header can't exhaust memory)."""
+
+_MP3_SLACK = 1152
+"""Samples an MP3 with an exact length header may decode short of it (one MPEG-1 Layer III frame)."""
+_MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
+_MP3_TAG_WINDOW = 4096
+"""Bytes after the ID3v2 tag searched for a length header (it sits inside the first MPEG frame)."""
+
+_STREAMING_SIZE = 0x7FFF0000
+"""Chunk sizes at or above this are placeholders that streaming writers (ffmpeg to a pipe) leave."""
+
+# libsndfile's header log: "data : 44100 (should be 22028)" (WAV), "Data Size : ..." (AU),
+# "SSND : ..." (AIFF): the data chunk claims more bytes than the file holds.
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|data size|ssnd)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.I | re.M)
+# RF64: "Calculated frame count 10999 does not match value from 'ds64' chunk of 22050."
+_SHORT_COUNT = re.compile(
+    r"calculated frame count (\d+) does not match value from '\w+' chunk of (\d+)", re.I
+)
+# libsndfile logs this when libogg finds pages missing (damage; junk after the last page is only "skipped").
+_OGG_HOLE = "libogg reports a hole"
+
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+"""The largest Ogg page in bytes: a 27-byte header, 255 lacing values, 255 segments of 255 bytes."""
+_OGG_EOS_FLAG = 0x04
+
+# libsndfile error codes from sf_open: 1-4 are public (sndfile.h), 7 and 18 internal (common.h).
+_SF_ERR_UNRECOGNISED_FORMAT = 1
+_SF_ERR_MALFORMED_FILE = 3
+_SF_ERR_UNSUPPORTED_ENCODING = 4
+_SFE_BAD_FILE = 7  # the MPEG decoder's answer to a .mp3 that holds no MPEG frames
+_SFE_UNIMPLEMENTED = 18
+
+
+def load_audio(path: str | os.PathLike[str], sr: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode an audio file to mono float32 samples.
+
+    Any format libsndfile reads (WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, AU, ...) with any sample
+    format and channel count. Channels are averaged; with ``sr`` (Hz) given and different from the
+    file's rate, the result is resampled with soxr 'HQ'.
+
+    Returns ``(samples, rate)``: a C-contiguous float32 array of shape (samples,) and its rate in Hz
+    (``sr`` when given, else the file's).
+
+    Raises (each an :class:`AudioError` whose message starts with the path):
+      AudioFileNotFound: the path does not exist.
+      AudioError: the path is a directory or cannot be opened (permissions).
+      EmptyAudioFile: zero bytes, or a valid file that holds zero frames.
+      NotAudioError: not a format libsndfile recognises (text, random bytes, header-less RAW).
+      CorruptAudioError: recognised but damaged: a header that claims more data than the file holds
+        (WAV, AIFF, AU, RF64), an Ogg stream without its end-of-stream page or with missing pages,
+        a FLAC or MP3 stream the decoder loses sync in, or fewer frames decoded than the header
+        announces (FLAC, Ogg, MP3 with a length header).
+      InvalidSamplesError: a float file with NaN or infinity (the message gives sample and second).
+      UnsupportedRateError: the file's rate or ``sr`` is below :data:`MIN_SAMPLE_RATE`.
+
+    What cannot be detected: garbage bytes inside PCM data (WAV/AIFF data are any bytes) decode as
+    noise; a truncated W64 file reads as shorter. An MP3 without a Xing/Info/VBRI header (plain CBR)
+    has only an estimated length (libsndfile counts ID3v2 tags, cover art included, as audio), so a
+    cut one decodes without error to the frames present; one with such a header is checked, but
+    up to 1152 samples may be missing unnoticed. A short run of garbage in an MP3 that the decoder
+    resyncs past drops a frame or two silently (libmpg123 may print notes to stderr). A WAV from a
+    streaming writer with a placeholder data size (0xFFFFFFFF) is read to the end of the file; one
+    with size 0 reads as empty.
+    """
+    path = Path(path)
+    if sr is not None:
+        _check_rate(sr, f"{path}: requested sample rate")
+    with _open(path) as f:
+        _check_rate(f.samplerate, f"{path}: sample rate")
+        _check_header(f, path)
+        samples = _read_mono(f, path)
+        _check_decoded(f, path, len(samples))
+        rate = f.samplerate
+    if len(samples) == 0:
+        raise EmptyAudioFile(f"{path}: the file holds no audio frames")
+    check_samples(samples, str(path), sr=rate)
+    if sr is None:
+        return samples, rate
+    return resample(samples, rate, sr), sr
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample along the first axis from ``sr_in`` to ``sr_out`` Hz with soxr 'HQ'.
+
+    ``x`` is (samples,) or (frames, channels); the result has round(len(x) * sr_out / sr_in) frames
+    and is C-contiguous float32. Equal rates return ``x`` as float32 (no copy when it already is).
+    Raises UnsupportedRateError for a rate below :data:`MIN_SAMPLE_RATE`.
+    """
+    _check_rate(sr_in, "input sample rate")
+    _check_rate(sr_out, "output sample rate")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if sr_in == sr_out:
+        return x
+    return np.ascontiguousarray(soxr.resample(x, sr_in, sr_out, quality="HQ"), dtype=np.float32)
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """Average a (frames, channels) array over its channels into a float32 (frames,) array.
+
+    The mean is accumulated in float64. A 1-D array is taken as mono already and returned as float32.
+    """
+    x = np.asarray(x)
+    if x.ndim == 1:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"expected (frames,) or (frames, channels), got shape {x.shape}")
+    if x.shape[1] == 1:
+        return np.ascontiguousarray(x[:, 0], dtype=np.float32)
+    return x.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def check_samples(x: np.ndarray, origin: str, sr: int | None = None) -> None:
+    """Raise InvalidSamplesError if ``x`` holds NaN or infinity.
+
+    ``origin`` starts the message (a path, or "array"); the first bad sample (the first bad frame,
+    for a (frames, channels) array) is named by index, and in seconds too when ``sr`` (Hz) is given.
+    """
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    bad_frames = ~finite.reshape(len(x), -1).all(axis=1)
+    index = int(np.argmax(bad_frames))
+    what = "NaN" if np.isnan(x[index]).any() else "infinity"
+    where = f"sample {index}" + (f" ({index / sr:.3f} s)" if sr else "")
+    raise InvalidSamplesError(f"{origin}: {what} at {where}")
+
+
+def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and folders into a sorted list of files, without duplicates.
+
+    A file is taken as given, whatever its suffix. A folder is walked recursively for files whose
+    suffix (case-insensitive) is in :data:`AUDIO_EXTENSIONS`; hidden files and folders (names
+    starting with '.') are skipped. Duplicates are recognised by resolved path.
+    Raises AudioFileNotFound for a path that does not exist.
+    """
+    found: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise AudioFileNotFound(f"{path}: no such file or directory")
+        for file in _walk_audio(path) if path.is_dir() else [path]:
+            found.setdefault(file.resolve(), file)
+    return sorted(found.values())
+
+
+def pad_to_length(x: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
+    """Zero-pad ``x`` at the end to ``n`` samples; return it and whether padding was added.
+
+    An array already ``n`` samples or longer is returned unchanged.
+    """
+    if len(x) >= n:
+        return x, False
+    padded = np.zeros((n,) + x.shape[1:], dtype=x.dtype)
+    padded[: len(x)] = x
+    return padded, True
+
+
+def _walk_audio(folder: Path) -> list[Path]:
+    """Audio files under ``folder``, skipping hidden files and folders."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [
+            Path(root, name)
+            for name in names
+            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
+        ]
+    return files
+
+
+def _check_rate(rate: int, what: str) -> None:
+    """Raise UnsupportedRateError if ``rate`` (Hz) is below MIN_SAMPLE_RATE; ``what`` starts the message."""
+    if not rate >= MIN_SAMPLE_RATE:
+        raise UnsupportedRateError(f"{what} {rate} Hz is below the minimum of {MIN_SAMPLE_RATE} Hz")
+
+
+def _open(path: Path) -> sf.SoundFile:
+    """Open ``path`` for reading, turning every libsndfile failure into a typed AudioError."""
+    if not path.exists():
+        raise AudioFileNotFound(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise EmptyAudioFile(f"{path}: the file is empty (0 bytes)")
+    if path.suffix.lower() == ".raw":
+        raise NotAudioError(f"{path}: header-less RAW audio is not supported (no rate or format in the file)")
+    try:
+        return sf.SoundFile(path)
+    except sf.LibsndfileError as e:
+        raise _open_error(path, e) from None
+
+
+def _open_error(path: Path, e: sf.LibsndfileError) -> AudioError:
+    """The typed error for a failed sf_open of an existing regular file."""
+    reason = e.error_string.strip().rstrip(".")
+    if e.code in (_SF_ERR_UNRECOGNISED_FORMAT, _SFE_BAD_FILE):
+        return NotAudioError(f"{path}: not a recognised audio format")
+    if e.code in (_SF_ERR_UNSUPPORTED_ENCODING, _SFE_UNIMPLEMENTED):
+        return NotAudioError(f"{path}: unsupported audio encoding ({reason})")
+    if e.code == _SF_ERR_MALFORMED_FILE:
+        return CorruptAudioError(f"{path}: the audio file is malformed or truncated ({reason})")
+    return AudioError(f"{path}: cannot open ({reason})")
+
+
+def _read_mono(f: sf.SoundFile, path: Path) -> np.ndarray:
+    """Decode ``f`` to the end in blocks, averaging channels; a decoder error is CorruptAudioError."""
+    out = np.empty(min(max(f.frames, 0), _MAX_PREALLOC), np.float32)
+    block = np.empty((max(1, _BLOCK_SAMPLES // f.channels), f.channels), np.float32)
+    n = 0
+    while got := _read_block(f, block, path, n):
+        if n + got > len(out):
+            out.resize(max(2 * len(out), n + got), refcheck=False)
+        out[n : n + got] = to_mono(block[:got])
+        n += got
+    out.resize(n, refcheck=False)
+    return out
+
+
+def _read_block(f: sf.SoundFile, block: np.ndarray, path: Path, position: int) -> int:
+    """Read up to len(block) frames into ``block``; return how many were read (0 at the end)."""
+    try:
+        return len(f.read(out=block))
+    except sf.LibsndfileError as e:
+        reason = e.error_string.strip().rstrip(".")
+        raise CorruptAudioError(
+            f"{path}: decoding failed after {position} frames ({position / f.samplerate:.2f} s): {reason}"
+        ) from None
+
+
+def _check_header(f: sf.SoundFile, path: Path) -> None:
+    """Raise CorruptAudioError if the just-opened file is cut short.
+
+    Uses libsndfile's header log (read it before decoding: decoding adds lines of its own) and, for
+    Ogg, the end-of-stream flag that the last page of a complete stream carries.
+    """
+    missing = _missing_from_log(f.extra_info)
+    if missing:
+        raise CorruptAudioError(f"{path}: truncated: {missing}")
+    if f.format == "OGG" and not _ogg_last_page_is_final(path):
+        raise CorruptAudioError(f"{path}: truncated: the Ogg stream ends without its end-of-stream page")
+
+
+def _check_decoded(f: sf.SoundFile, path: Path, decoded: int) -> None:
+    """Raise CorruptAudioError if decoding skipped damage or gave fewer frames than the header announces."""
+    if f.format == "OGG" and _OGG_HOLE in f.extra_info:
+        raise CorruptAudioError(f"{path}: damaged: pages of the Ogg stream are missing or corrupted")
+    expected = _expected_frames(f, path)
+    if expected is not None and decoded < expected:
+        raise CorruptAudioError(
+            f"{path}: truncated or damaged: decoded {decoded} of the {f.frames} frames the header announces"
+        )
+
+
+def _ogg_last_page_is_final(path: Path) -> bool:
+    """Whether the last complete Ogg page of the file carries the end-of-stream flag.
+
+    Bytes after that page (a partial page of a cut file, or appended junk) are ignored.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - _OGG_MAX_PAGE))
+        tail = fh.read()
+    start = len(tail)
+    while (start := tail.rfind(b"OggS", 0, start)) >= 0:
+        segments = tail[start + 26 : start + 27]
+        if segments:
+            table = tail[start + 27 : start + 27 + segments[0]]
+            if len(table) == segments[0] and start + 27 + len(table) + sum(table) <= len(tail):
+                return bool(tail[start + 5] & _OGG_EOS_FLAG)
+    return False
+
+
+def _missing_from_log(log: str) -> str | None:
+    """Describe data the header claims but the file lacks, from libsndfile's header log."""
+    for claimed, present in _SHORT_CHUNK.findall(log):
+        if int(present) < int(claimed) < _STREAMING_SIZE:
+            return f"the header claims {claimed} data bytes, the file holds {present}"
+    for present, header in _SHORT_COUNT.findall(log):
+        if int(present) < int(header):
+            return f"the header claims {header} frames, the file holds {present}"
+    return None
+
+
+def _expected_frames(f: sf.SoundFile, path: Path) -> int | None:
+    """The fewest frames a complete file decodes to, or None where the header only estimates it.
+
+    Without a Xing/Info/VBRI header libsndfile estimates an MP3's length from the file size, counting
+    ID3v2 tags (cover art) as audio, so the estimate says nothing about truncation.
+    """
+    if f.format != "MP3":
+        return f.frames
+    return f.frames - _MP3_SLACK if _mp3_has_length_header(path) else None
+
+
+def _mp3_has_length_header(path: Path) -> bool:
+    """Whether the first MPEG frame (after any ID3v2 tag) carries a Xing, Info or VBRI header."""
+    with open(path, "rb") as fh:
+        id3 = fh.read(10)
+        if len(id3) == 10 and id3[:3] == b"ID3":
+            size = (id3[6] << 21) | (id3[7] << 14) | (id3[8] << 7) | id3[9]  # syncsafe integer
+            fh.seek(10 + size + (10 if id3[5] & 0x10 else 0))  # flag 0x10: a 10-byte footer follows
+        else:
+            fh.seek(0)
+        first = fh.read(_MP3_TAG_WINDOW)
+    return any(tag in first for tag in _MP3_LENGTH_TAGS)
