@@ -9,7 +9,7 @@ melspec = Extension(
     sources=["mde/runtime/_melspec.pyx", "csrc/melspec.c", "csrc/fft.c"],
     include_dirs=["csrc", numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    extra_compile_args=["-O3", "-std=c99", "-fno-math-errno"],
+    extra_compile_args=["-O3", "-std=c99", "-fno-math-errno", "-ffp-contract=fast", "-fno-trapping-math"],
     extra_link_args=["-lm", "-lpthread"],
 )
 
