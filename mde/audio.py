@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +112,7 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None) -> tuple[np.
     path = Path(path)
     if sr is not None:
         _check_rate(sr, f"{path}: requested sample rate")
-    with _open(path) as f:
+    with _decoder_notices_muted(), _open(path) as f:
         _check_rate(f.samplerate, f"{path}: sample rate")
         _check_header(f, path)
         samples = _read_mono(f, path)
@@ -195,6 +199,47 @@ def pad_to_length(x: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
     padded = np.zeros((n,) + x.shape[1:], dtype=x.dtype)
     padded[: len(x)] = x
     return padded, True
+
+
+_DECODER_NOTICE = "[src/libmpg123/"
+_mute_lock = threading.Lock()
+_mute_state: dict[str, object] = {"depth": 0}
+
+
+@contextmanager
+def _decoder_notices_muted() -> Iterator[None]:
+    """Capture the C-level stderr while decoding and drop libmpg123's notices.
+
+    libmpg123 (inside libsndfile) prints resync notices such as "part2_3_length too large" straight
+    to file descriptor 2, also for files that decode correctly; real failures reach us as typed
+    errors. Anything else written meanwhile is passed on. Nested and concurrent uses share one capture.
+    """
+    with _mute_lock:
+        if _mute_state["depth"] == 0:
+            sys.stderr.flush()
+            sink = tempfile.TemporaryFile()
+            _mute_state.update(saved=os.dup(2), sink=sink)
+            os.dup2(sink.fileno(), 2)
+        _mute_state["depth"] = int(_mute_state["depth"]) + 1
+    try:
+        yield
+    finally:
+        with _mute_lock:
+            _mute_state["depth"] = int(_mute_state["depth"]) - 1
+            if _mute_state["depth"] == 0:
+                _restore_stderr()
+
+
+def _restore_stderr() -> None:
+    saved, sink = _mute_state.pop("saved"), _mute_state.pop("sink")
+    os.dup2(saved, 2)
+    os.close(saved)
+    sink.seek(0)
+    captured = sink.read().decode("utf-8", "replace")
+    sink.close()
+    kept = [line for line in captured.splitlines() if not line.startswith(_DECODER_NOTICE)]
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
 
 
 def _walk_audio(folder: Path) -> list[Path]:

@@ -19,9 +19,9 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from mde.export.importers.checkpoint import read_checkpoint, state_dict_from_checkpoint  # noqa: E402
+from mde.export.examples import example_windows  # noqa: E402
 from mde.export.importers.seed import (  # noqa: E402
     config_architecture,
-    example_windows,
     file_name_architecture,
     import_seed,
 )

@@ -25,7 +25,8 @@ Framing = Literal["audio_windows", "mel_patches"]
 class ModelInfo:
     """What a model file declares about itself.
 
-    window, hop: the analysis window and its default step, in samples at ``sample_rate``.
+    window, hop: the analysis window and its default step, in samples at ``sample_rate`` (for mel-patch
+      models, patch_frames and the patch step times the front end's hop_length).
     input_kind: 'logmel' (the graph takes (batch, n_mels, frames) from the C front end) or 'waveform'.
     framing: 'audio_windows' cuts audio windows and computes a log-mel per window (the first seed);
       'mel_patches' computes one log-mel over the whole signal and cuts patches of ``patch_frames``

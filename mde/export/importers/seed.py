@@ -29,6 +29,7 @@ try:
 except ImportError:
     raise MissingExtraError("torch", "export", "Importing a checkpoint") from None
 
+from mde.export.examples import example_windows  # noqa: E402
 from mde.export.onnx_export import export_onnx  # noqa: E402  (needs torch)
 from mde.trainer.models import ModelSpec, get_model_spec  # noqa: E402
 
@@ -205,7 +206,7 @@ def seed_model_info(spec: ModelSpec, file_name: str, name: str) -> ModelInfo:
     return ModelInfo(
         name=name,
         architecture=spec.architecture,
-        source=f"{file_name} (first seed: Music_DeepEmbedding_Extractor, trained on MagnaTagATune)",
+        source=f"first seed, MagnaTagATune ({file_name})",
         licence=SEED_LICENCE,
         sample_rate=spec.sample_rate,
         window=spec.input_length,
@@ -218,21 +219,3 @@ def seed_model_info(spec: ModelSpec, file_name: str, name: str) -> ModelInfo:
         outputs={"embedding": spec.embedding_dim, "tags": len(MTAT_TOP50)},
         metrics={key: float(value) for key, value in _METRIC.findall(file_name)},
     )
-
-
-def example_windows(window: int, sample_rate: int, n_windows: int, seed: int = 0) -> np.ndarray:
-    """float32 (n_windows, window) consecutive windows (``window`` in samples) of a deterministic
-    music-like signal: a melody of harmonic tones (0.25 s notes, 6 partials, decaying) over quiet noise.
-    """
-    rng = np.random.default_rng(seed)
-    n_samples = window * n_windows
-    t = np.arange(n_samples) / sample_rate
-    note_length = sample_rate // 4
-    fundamentals = 110.0 * 2.0 ** (rng.integers(0, 36, size=n_samples // note_length + 1) / 12.0)
-    f0 = np.repeat(fundamentals, note_length)[:n_samples]
-    envelope = np.exp(-3.0 * (np.arange(n_samples) % note_length) / sample_rate)
-    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
-    partials = sum(np.sin(k * phase) / k for k in range(1, 7) if k * f0.max() < sample_rate / 2)
-    hum = 0.02 * np.sin(2 * np.pi * 55.0 * t)
-    signal = 0.3 * envelope * partials + hum + 0.01 * rng.standard_normal(n_samples)
-    return signal.astype(np.float32).reshape(n_windows, window)

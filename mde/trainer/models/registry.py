@@ -30,6 +30,8 @@ class ModelSpec:
     embedding_dim: size of the ``embedding`` output per window.
     n_tags: size of the ``tags`` output per window.
     factory: builds the ``nn.Module``; keyword arguments are passed through.
+    embedding_output: the key of the network's output dict that is the default embedding.
+    variable_length: whether the network accepts inputs of other lengths than ``input_length``.
     """
 
     name: str
@@ -40,6 +42,8 @@ class ModelSpec:
     embedding_dim: int
     n_tags: int
     factory: Callable[..., nn.Module]
+    embedding_output: str = "embedding"
+    variable_length: bool = False
 
     @property
     def sample_rate(self) -> int:
@@ -62,7 +66,8 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 def register(
     name: str, *, architecture: str, input_length: int, frontend: FrontendConfig, embedding_dim: int,
-    n_tags: int = 50, framing: Framing = "audio_windows",
+    n_tags: int = 50, framing: Framing = "audio_windows", embedding_output: str = "embedding",
+    variable_length: bool = False,
 ) -> Callable[[Factory], Factory]:
     """Decorator registering a model factory under ``name`` (names are unique)."""
 
@@ -72,6 +77,7 @@ def register(
         _REGISTRY[name] = ModelSpec(
             name=name, architecture=architecture, input_length=input_length, frontend=frontend,
             framing=framing, embedding_dim=embedding_dim, n_tags=n_tags, factory=factory,
+            embedding_output=embedding_output, variable_length=variable_length,
         )
         return factory
 

@@ -1,0 +1,37 @@
+"""The ``mde`` command: one typer app; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mde.errors import MdeError
+
+app = typer.Typer(
+    name="mde",
+    help="Music deep embeddings: frame embeddings and tags from audio, with models you train, import or export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    from mde.cli import embed, models
+
+    embed.register(app)
+    models.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line on stderr and exit code 1."""
+    _register_commands()
+    try:
+        app()
+    except MdeError as exc:
+        print(f"mde: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("mde: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,147 @@
+"""``mde embed`` and ``mde tag``: batch inference over files and folders."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mde.cli.console import err, file_progress, out
+
+MODEL_HELP = "Model name in the store (see 'mde models') or path to an .onnx model file. Default: MTT_musicnn."
+WINDOW_HELP = "Window length in seconds, for models that take any length (musicnn); default: the model's."
+HOP_HELP = "Seconds between window starts (default: the model's hop, non-overlapping windows)."
+THREADS_HELP = "Threads for inference and the front end in each process (default: ONNX Runtime's choice)."
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed)
+    app.command("tag")(tag)
+
+
+def _inputs(paths: List[Path]) -> list[Path]:
+    from mde.audio import find_audio_files
+    from mde.errors import MdeError
+
+    files = find_audio_files(paths)
+    if not files:
+        raise MdeError("no audio files found in the given paths")
+    return files
+
+
+def _model_path(model: Optional[str], layer: Optional[str] = None, window: Optional[float] = None,
+                hop: Optional[float] = None) -> Path:
+    """The model file to use, checked (metadata, ``layer``, window and hop) before any work starts."""
+    from mde.errors import ModelError
+    from mde.runtime import store
+    from mde.runtime.chunker import frame_grid
+    from mde.runtime.defaults import default_model_path
+    from mde.runtime.package import read_model_info
+
+    path = default_model_path(announce=err.print) if model is None else store.resolve(model)
+    info = read_model_info(path)
+    if layer is not None and layer not in info.outputs:
+        raise ModelError(f"{info.name}: no layer {layer!r}; choose from {', '.join(sorted(info.outputs))}")
+    frame_grid(info, window=window, hop=hop)
+    return path
+
+
+def embed(
+    paths: List[Path] = typer.Argument(..., help="Audio files, or folders to search recursively for audio files."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    hop: Optional[float] = typer.Option(None, "--hop", help=HOP_HELP),
+    window: Optional[float] = typer.Option(None, "--window", help=WINDOW_HELP),
+    out_dir: Path = typer.Option(Path("embeddings"), "--out", "-o", help="Folder for the outputs, one <stem>.<format> per input."),
+    fmt: str = typer.Option("npz", "--format", "-f", help="npz (arrays), parquet (a row per frame) or jsonl (an object per frame)."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Which model output to store as the embedding (default: the model's embedding layer)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes, each with its own model copy."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute outputs that already exist (default: skip them, so a stopped batch resumes)."),
+    no_pad: bool = typer.Option(False, "--no-pad", help="Skip clips shorter than one window instead of zero-padding them to one window."),
+) -> None:
+    """Compute frame embeddings (and tag probabilities) for audio files and write one output per file."""
+    from mde.runtime.batch import EmbedSettings, embed_files
+
+    settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite)
+    model_path = _model_path(model, layer, window, hop)
+    sources = _inputs(paths)
+    started = time.perf_counter()
+    with file_progress() as progress:
+        task = progress.add_task("embedding", total=len(sources))
+
+        def report(outcome) -> None:
+            progress.advance(task)
+            if outcome.status == "failed":
+                progress.console.print(f"failed {outcome.source}: {outcome.message}", style="red")
+            elif outcome.message and outcome.status != "skipped":
+                progress.console.print(f"note: {outcome.source}: {outcome.message}")
+
+        result = embed_files(model_path, sources, out_dir, settings, threads, workers, on_outcome=report)
+    elapsed = time.perf_counter() - started
+    err.print(
+        f"{result.count('done')} embedded, {result.count('skipped')} skipped (output exists), "
+        f"{result.count('short')} too short, {len(result.failed)} failed in {elapsed:.1f} s -> {out_dir}"
+    )
+    if result.failed:
+        err.print("failed files:")
+        for outcome in result.failed:
+            err.print(f"  {outcome.source}: {outcome.message}")
+        raise typer.Exit(1)
+
+
+def tag(
+    paths: List[Path] = typer.Argument(..., help="Audio files, or folders to search recursively for audio files."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="How many tags to show per file (or per frame)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one document) instead of text."),
+    frames: bool = typer.Option(False, "--frames", help="Show the top tags of every frame, not only the clip mean."),
+    hop: Optional[float] = typer.Option(None, "--hop", help=HOP_HELP),
+    window: Optional[float] = typer.Option(None, "--window", help=WINDOW_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+) -> None:
+    """Print the most probable tags of each file (mean over frames), or of each frame with --frames."""
+    from mde.errors import MdeError, ModelError
+    from mde.runtime.extractor import Model
+
+    loaded = Model(_model_path(model, window=window, hop=hop), threads=threads)
+    if not loaded.info.tag_names:
+        raise ModelError(f"model {loaded.name!r} has no tags; use 'mde embed'")
+    documents, failures = [], []
+    for source in _inputs(paths):
+        try:
+            result = loaded.embed(source, hop=hop, window=window)
+        except MdeError as exc:
+            failures.append(f"{source}: {exc}")
+            err.print(f"failed {source}: {exc}", style="red")
+            continue
+        if result.padded:
+            err.print(f"note: {source}: {result.duration:.2f} s is shorter than one window: zero-padded to one window")
+        document = {"file": str(source), "model": loaded.name, "tags": _tag_list(result.top_tags(top_k))}
+        if frames:
+            document["frames"] = [
+                {"t": float(t), "tags": _tag_list(result.top_tags(top_k, frame=i))}
+                for i, t in enumerate(result.timestamps)
+            ]
+        documents.append(document)
+        if not as_json:
+            _print_tags(document)
+    if as_json:
+        out.print_json(json.dumps(documents))
+    if failures:
+        raise typer.Exit(1)
+
+
+def _tag_list(pairs: list[tuple[str, float]]) -> list[dict[str, object]]:
+    return [{"tag": name, "p": round(p, 6)} for name, p in pairs]
+
+
+def _print_tags(document: dict) -> None:
+    def line(tags: list[dict]) -> str:
+        return ", ".join(f"{t['tag']} {t['p']:.3f}" for t in tags)
+
+    out.print(f"{document['file']}: {line(document['tags'])}")
+    for frame in document.get("frames", []):
+        out.print(f"  {frame['t']:8.2f} s  {line(frame['tags'])}")

@@ -1,0 +1,113 @@
+"""``mde models`` (what is in the store) and ``mde import`` (turn outside checkpoints into model files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mde.cli.console import err, out
+from mde.errors import MissingExtraError
+
+import_app = typer.Typer(help="Import pretrained checkpoints into the model store.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models")(models)
+    app.add_typer(import_app, name="import")
+
+
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the stored models: name, window, hop, rate, embedding size, tag count and source."""
+    import json
+
+    from rich.table import Table
+
+    from mde.runtime import store
+    from mde.runtime.package import ModelInfo
+
+    rows = store.list_models()
+    if as_json:
+        out.print_json(json.dumps([_model_row(path, info) for path, info in rows]))
+        return
+    if not rows:
+        err.print(f"no models in {store.models_dir()} yet; see 'mde import --help'")
+        return
+    table = Table()
+    table.add_column("name", no_wrap=True)
+    for heading in ("window (s)", "hop (s)", "rate (Hz)", "embedding", "tags"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    table.add_column("source")
+    for path, info in rows:
+        if isinstance(info, ModelInfo):
+            table.add_row(
+                info.name, f"{info.window_seconds:g}", f"{info.hop_seconds:g}", str(info.sample_rate),
+                str(info.embedding_dim), str(info.n_tags), info.source,
+            )
+        else:
+            table.add_row(path.stem, "", "", "", "", "", f"unreadable: {info}")
+    out.print(table)
+
+
+def _model_row(path: Path, info: object) -> dict[str, object]:
+    from mde.runtime.package import ModelInfo
+
+    if not isinstance(info, ModelInfo):
+        return {"name": path.stem, "path": str(path), "error": str(info)}
+    return {
+        "name": info.name, "path": str(path), "window_s": info.window_seconds, "hop_s": info.hop_seconds,
+        "sample_rate": info.sample_rate, "embedding_dim": info.embedding_dim, "n_tags": info.n_tags,
+        "source": info.source, "architecture": info.architecture,
+    }
+
+
+@import_app.command("seed")
+def import_seed(
+    checkpoint: Path = typer.Argument(..., help="The first seed's Lightning checkpoint (.ckpt) of FCN05, FCN29 or ShortChunkCNN_Res."),
+    name: Optional[str] = typer.Option(None, "--name", help="Store name (default: fcn05-mtat, fcn29-mtat or shortchunk-res-mtat)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture when it cannot be recognized: fcn05, fcn or shortchunk_res."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a stored model of the same name."),
+) -> None:
+    """Import a checkpoint of the first seed (read without running pickled code), check parity, store it."""
+    try:
+        from mde.export.importers.seed import import_seed as run_import
+    except ImportError as exc:
+        raise MissingExtraError("torch", "export", f"Importing checkpoints ({exc.name} is missing)") from None
+
+    path, info = run_import(checkpoint, name=name, overwrite=overwrite, arch=arch)
+    err.print(f"stored {info.name} ({info.architecture}, {info.window_seconds:g} s window, "
+              f"{info.embedding_dim}-d embedding, {info.n_tags} tags) at {path}")
+
+
+MUSICNN_CHOICES = ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg")
+
+
+@import_app.command("musicnn")
+def import_musicnn(
+    names: Optional[List[str]] = typer.Argument(
+        None, help="Models to import: MTT_musicnn, MSD_musicnn, MTT_vgg, MSD_vgg or all (default: all)."
+    ),
+    from_dir: Optional[Path] = typer.Option(
+        None, "--from", help="Folder holding the model folders (MTT_musicnn/ ...); default: the installed musicnn package."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace stored models of the same names."),
+) -> None:
+    """Import the musicnn package's pretrained TensorFlow models (read without TensorFlow) into the store."""
+    from mde.errors import MdeError
+
+    wanted = list(MUSICNN_CHOICES) if not names or "all" in names else names
+    unknown = [name for name in wanted if name not in MUSICNN_CHOICES]
+    if unknown:
+        raise MdeError(f"unknown musicnn model {unknown[0]!r}; choose from {', '.join(MUSICNN_CHOICES)} or all")
+    try:
+        from mde.export.importers.musicnn import import_musicnn as run_import
+    except ImportError as exc:
+        raise MissingExtraError("torch", "export", f"Importing musicnn models ({exc.name} is missing)") from None
+    for name in wanted:
+        path, info = run_import(name, from_dir=from_dir, overwrite=overwrite)
+        err.print(f"stored {info.name} ({info.architecture}, {info.window_seconds:g} s patches of "
+                  f"{info.patch_frames} frames, {info.embedding_dim}-d {info.embedding_output}, "
+                  f"{info.n_tags} tags) at {path}")

@@ -1,0 +1,46 @@
+"""The default model, MTT_musicnn, imported from the musicnn package on first use.
+
+The import needs torch (to convert and export), which the runtime never imports: it runs as a separate
+``mde import musicnn`` process, so ``mde embed`` / ``mde tag`` stay torch-free.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+from mde.errors import ModelNotFound
+from mde.runtime import store
+
+DEFAULT_MODEL = "MTT_musicnn"
+"""Used when a command or ``load_model`` is given no model."""
+MUSICNN_INSTALL = "pip install --no-deps musicnn==0.1.0"
+TORCH_INSTALL = "pip install 'mde[export]'"
+
+
+def default_model_path(announce=print) -> Path:
+    """The stored default model, importing it from the installed musicnn package if needed.
+
+    ``announce`` receives a one-line note before a first-use import starts.
+    """
+    path = store.model_path(DEFAULT_MODEL)
+    if path.is_file():
+        return path
+    missing = [hint for module, hint in (("musicnn", MUSICNN_INSTALL), ("torch", TORCH_INSTALL))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ModelNotFound(
+            f"the default model {DEFAULT_MODEL} is imported from the musicnn package on first use; "
+            f"install what it needs ({' && '.join(missing)}) or pass --model"
+        )
+    announce(f"first use: importing the default model {DEFAULT_MODEL} from the musicnn package into {path.parent}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mde", "import", "musicnn", DEFAULT_MODEL],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0 or not path.is_file():
+        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelNotFound(f"importing the default model {DEFAULT_MODEL} failed: {reason}")
+    return path

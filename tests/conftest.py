@@ -1,0 +1,101 @@
+"""Shared fixtures: the shared test material, a private model store, and a tiny real ONNX model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MDE_TEST_DATA") or REPO.parent / "shared" / "data")
+MTAT_CLIP = "audio/joram-moments_of_clarity-08-solipsism-59-88.mp3"
+MSD_CLIP = "audio/TRWJAZW128F42760DD_test.mp3"
+FCN05_CKPT = "checkpoints/FCN05-roc_auc=0.8552-pr_auc=0.3344.ckpt"
+FCN29_CKPT = "checkpoints/FCN29-roc_auc=0.9025-pr_auc=0.4342.ckpt"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (or $MDE_TEST_DATA); tests needing it skip without it."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (set MDE_TEST_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def mde_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty private model store for one test."""
+    home = tmp_path / "mde-home"
+    monkeypatch.setenv("MDE_HOME", str(home))
+    return home
+
+
+def build_tiny_model(name: str = "tiny", window: int = 4000, n_tags: int = 3) -> bytes:
+    """A real ONNX graph with mde metadata: embedding = mean log-mel over time, tags = sigmoid(W e + b).
+
+    It runs in ONNX Runtime like any model file, so the extractor, writers and CLI can be tested on it
+    without torch. The weights are fixed so outputs are predictable.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mde.runtime.frontend_config import FrontendConfig
+    from mde.runtime.package import METADATA_KEY, ModelInfo
+
+    frontend = FrontendConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, f_max=4000.0)
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((frontend.n_mels, n_tags)) * 0.05).astype(np.float32)
+    bias = np.full(n_tags, 2.0, np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["logmel", "axes"], ["embedding"], keepdims=0),
+        helper.make_node("MatMul", ["embedding", "weight"], ["logits"]),
+        helper.make_node("Add", ["logits", "bias"], ["biased"]),
+        helper.make_node("Sigmoid", ["biased"], ["tags"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["batch", frontend.n_mels, "frames"])],
+        [
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", frontend.n_mels]),
+            helper.make_tensor_value_info("tags", TensorProto.FLOAT, ["batch", n_tags]),
+        ],
+        initializer=[
+            helper.make_tensor("axes", TensorProto.INT64, [1], [2]),
+            onnx.numpy_helper.from_array(weight, "weight"),
+            onnx.numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    info = ModelInfo(
+        name=name, architecture="tiny-test", source="built by the test suite", licence="MIT",
+        sample_rate=frontend.sample_rate, window=window, hop=window, input_kind="logmel",
+        framing="audio_windows", frontend=frontend, embedding_dim=frontend.n_mels,
+        tag_names=tuple(f"tag{i}" for i in range(n_tags)),
+        outputs={"embedding": frontend.n_mels, "tags": n_tags},
+    )
+    onnx.helper.set_model_props(model, {METADATA_KEY: info.to_json()})
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@pytest.fixture
+def tiny_model(mde_home: Path) -> str:
+    """The tiny model stored as 'tiny' in the private store; returns its name."""
+    from mde.runtime import store
+
+    store.save(build_tiny_model(), "tiny")
+    return "tiny"
+
+
+def write_tone(path: Path, seconds: float, rate: int = 8000, freq: float = 440.0) -> Path:
+    """A sine tone with a little noise, written as 16-bit WAV."""
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(1).standard_normal(len(t)) * 0.01
+    sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32), rate, subtype="PCM_16")
+    return path
