@@ -46,3 +46,39 @@ def test_cut_frames_of_audio_and_of_spectrogram_patches():
     assert patches.shape == (2, 3, 4)
     np.testing.assert_array_equal(patches[1], mel[:, 4:8])
     assert cut_frames(signal, np.array([], dtype=np.int64), 6).shape == (0, 6)
+
+
+def _info(**changes):
+    from mde.runtime.frontend_config import MUSICNN, SEED_FCN
+    from mde.runtime.package import ModelInfo
+
+    base = dict(name="m", architecture="a", source="s", licence="l", sample_rate=16000, window=8000, hop=8000,
+                input_kind="logmel", framing="audio_windows", frontend=SEED_FCN, embedding_dim=2)
+    if changes.get("framing") == "mel_patches":
+        base.update(frontend=MUSICNN, window=187 * 256, hop=187 * 256, patch_frames=187)
+    base.update(changes)
+    return ModelInfo(**base)
+
+
+def test_frame_grid_of_audio_windows():
+    from mde.runtime.chunker import frame_grid
+
+    grid = frame_grid(_info())
+    assert (grid.unit, grid.length, grid.step, grid.min_samples) == ("sample", 8000, 8000, 8000)
+    assert frame_grid(_info(), hop=0.25).step == 4000
+    assert frame_grid(_info(variable_length=True), window=1.0).step == 16000  # non-overlapping at the new length
+    with pytest.raises(Exception, match="takes only 0.5 s windows"):
+        frame_grid(_info(), window=1.0)
+
+
+def test_frame_grid_of_mel_patches_follows_musicnn():
+    from mde.runtime.chunker import frame_grid
+
+    info = _info(framing="mel_patches", variable_length=True)
+    grid = frame_grid(info)
+    assert (grid.unit, grid.length, grid.step, grid.min_samples) == ("mel_frame", 187, 187, 186 * 256)
+    assert grid.unit_seconds == 256 / 16000
+    assert [frame_grid(info, window=w).length for w in (0.5, 3.0, 29.0)] == [31, 187, 1812]
+    assert frame_grid(info, window=0.5).step == 31 and frame_grid(info, window=0.5, hop=0.25).step == 16
+    with pytest.raises(Exception, match="hop must be positive"):
+        frame_grid(info, hop=-1)

@@ -73,7 +73,9 @@ class FrameGrid:
 def frame_grid(info: ModelInfo, window: Optional[float] = None, hop: Optional[float] = None) -> FrameGrid:
     """The frame grid of a model, with its window and hop optionally changed (both in seconds).
 
-    Only models declaring ``variable_length`` accept another window. For mel-patch models a window of
+    Without a hop, frames do not overlap: the step is the model's hop, or the window's length when a
+    window is given. Only models declaring ``variable_length`` accept another window. For mel-patch
+    models a window of
     W seconds is floor((W * rate - n_fft // 2) / hop_length) + 1 spectrogram frames (musicnn's rule:
     0.5 s -> 31, 3 s -> 187, 29 s -> 1812 frames at 16 kHz with hop 256).
     """
@@ -84,12 +86,13 @@ def frame_grid(info: ModelInfo, window: Optional[float] = None, hop: Optional[fl
         raise MdeError(f"hop must be positive, got {hop} s")
     if info.framing == "audio_windows":
         length = info.window if window is None else int(round(window * rate))
-        step = info.hop if hop is None else int(round(hop * rate))
+        step = (info.hop if window is None else length) if hop is None else int(round(hop * rate))
         grid = FrameGrid("sample", length, step, length, 1.0 / rate)
     else:
         frontend = _frontend_of(info)
         length = info.patch_frames if window is None else _patch_frames(window, frontend)
-        step = info.hop // frontend.hop_length if hop is None else int(round(hop * rate / frontend.hop_length))
+        default_step = info.hop // frontend.hop_length if window is None else length
+        step = default_step if hop is None else int(round(hop * rate / frontend.hop_length))
         min_samples = _samples_for_frames(length, frontend)
         grid = FrameGrid("mel_frame", length, step, min_samples, frontend.hop_length / rate)
     if grid.length < 1 or grid.step < 1:
