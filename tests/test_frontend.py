@@ -16,7 +16,7 @@ from mde.errors import FrontendError
 from mde.runtime.frontend import MelSpectrogram
 from mde.runtime.frontend_config import MUSICNN, SEED_FCN, FrontendConfig
 
-from conftest import MTAT_CLIP, REPO
+from conftest import MTAT_CLIP
 
 FCN29_SAMPLES = 464000
 FCN05_SAMPLES = 8000
