@@ -224,14 +224,15 @@ SHORT_PATCH_FRAMES = 31
 
 
 def musicnn_model_info(name: str, network: nn.Module, example: np.ndarray) -> ModelInfo:
-    """Metadata of an imported musicnn model; output sizes are read off the network's outputs."""
+    """Metadata of an imported musicnn model; output sizes are read off the network's outputs (all but
+    the pre-sigmoid 'logits', which only training uses)."""
     spec = get_model_spec(MUSICNN_MODELS[name].arch)
     frontend = spec.frontend
     patch = spec.n_frames
     with torch.no_grad():
         outputs = network(torch.from_numpy(example))
-    sizes = {spec.embedding_output: 0, **{key: 0 for key in outputs}}
-    sizes = {key: int(outputs[key].shape[1]) for key in sizes}
+    names = [spec.embedding_output, *(key for key in outputs if key not in (spec.embedding_output, "logits"))]
+    sizes = {key: int(outputs[key].shape[1]) for key in names}
     return ModelInfo(
         name=name,
         architecture=spec.architecture,

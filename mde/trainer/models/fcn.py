@@ -4,7 +4,7 @@ seed (seungheondoh/Music_DeepEmbedding_Extractor, model/net.py and model/ops.py)
 Five blocks conv 3x3 (padding 1, bias) -> BatchNorm2d -> ReLU -> MaxPool2d, channels 1 -> 64 -> 128 ->
 128 -> 128 -> 64, after a BatchNorm2d(1) on the dB log-mel. The pooling sizes (mel, frame) reduce the
 window's 128 mel x frames grid to 1 x 1, so the embedding is the flattened 64-channel output of the last
-block (taken before dropout); tags are sigmoid(dense(dropout(embedding))).
+block (taken before dropout); logits are dense(dropout(embedding)) and tags sigmoid(logits).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class ConvBlock(nn.Module):
 class FCN(nn.Module):
     """Fully convolutional tagger on a dB log-mel (batch, n_mels, frames).
 
-    ``forward`` returns {'embedding': (batch, 64), 'tags': (batch, n_tags) probabilities}.
+    ``forward`` returns {'embedding': (batch, 64), 'logits': (batch, n_tags) pre-sigmoid scores,
+    'tags': (batch, n_tags) probabilities}.
     """
 
     def __init__(self, pooling: Sequence[tuple[int, int]], n_tags: int = 50,
@@ -62,8 +63,8 @@ class FCN(nn.Module):
         for index in range(1, self.n_blocks + 1):
             x = getattr(self, f"layer{index}")(x)
         embedding = x.flatten(1)
-        tags = torch.sigmoid(self.dense(self.dropout(embedding)))
-        return {"embedding": embedding, "tags": tags}
+        logits = self.dense(self.dropout(embedding))
+        return {"embedding": embedding, "logits": logits, "tags": torch.sigmoid(logits)}
 
 
 @register("fcn", architecture="FCN", input_length=464000, frontend=SEED_FCN, embedding_dim=64)

@@ -99,7 +99,8 @@ class MidendLayer(nn.Module):
 class MusiCNN(nn.Module):
     """musicnn on a log-mel patch (batch, 96, frames) of any length.
 
-    ``forward`` returns {'tags': (batch, n_tags) probabilities, 'penultimate': (batch, units),
+    ``forward`` returns {'tags': (batch, n_tags) probabilities, 'logits': (batch, n_tags) the pre-sigmoid
+    scores, 'penultimate': (batch, units),
     'mean_pool', 'max_pool': (batch, 561 + 3 * midend_filters) time-pooled mid-end features}.
     """
 
@@ -139,8 +140,9 @@ class MusiCNN(nn.Module):
         mean_pool = features.mean(dim=2)
         flat = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
         penultimate = self.dense_bn(F.relu(self.dense(self.dropout(self.pool_bn(flat)))))
-        tags = torch.sigmoid(self.classifier(self.dropout(penultimate)))
-        return {"tags": tags, "penultimate": penultimate, "mean_pool": mean_pool, "max_pool": max_pool}
+        logits = self.classifier(self.dropout(penultimate))
+        return {"tags": torch.sigmoid(logits), "logits": logits, "penultimate": penultimate,
+                "mean_pool": mean_pool, "max_pool": max_pool}
 
 
 VGG_POOLS = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))
@@ -163,7 +165,8 @@ class VGGBlock(nn.Module):
 class VGG(nn.Module):
     """musicnn's VGG baseline on a log-mel patch (batch, 96, 187); other lengths raise ValueError.
 
-    ``forward`` returns {'tags': (batch, n_tags) probabilities, 'pool5': (batch, 2 * 1 * filters) the last
+    ``forward`` returns {'tags': (batch, n_tags) probabilities, 'logits': (batch, n_tags) the pre-sigmoid
+    scores, 'pool5': (batch, 2 * 1 * filters) the last
     pooled map flattened as TF flattens it (time, mel, channel)}.
     """
 
@@ -186,8 +189,8 @@ class VGG(nn.Module):
         for index, block in enumerate(self.blocks):
             x = block(self.block_dropout(x) if index else x)
         pool5 = x.permute(0, 2, 3, 1).flatten(1)
-        tags = torch.sigmoid(self.classifier(self.dropout(pool5)))
-        return {"tags": tags, "pool5": pool5}
+        logits = self.classifier(self.dropout(pool5))
+        return {"tags": torch.sigmoid(logits), "logits": logits, "pool5": pool5}
 
 
 @register("musicnn", architecture="musicnn", input_length=PATCH_SAMPLES, frontend=MUSICNN_FRONTEND,
