@@ -99,7 +99,7 @@ def test_integer_pcm_decodes_exactly(tmp_path: Path, fmt: str, subtype: str, cha
     path = tmp_path / f"x.{fmt.lower()}"
     sf.write(path, ints, 22050, format=fmt, subtype=subtype)
     samples, rate = load_audio(path)
-    expected = values.mean(axis=1).astype(np.float32)
+    expected = values.astype(np.float32).mean(axis=1, dtype=np.float32)  # decoded as float32, mixed in float32
     assert rate == 22050
     assert samples.dtype == np.float32 and samples.shape == (3000,) and samples.flags.c_contiguous
     # 32-bit integers don't fit float32's 24-bit mantissa: one rounding per sample before the mean.
@@ -114,7 +114,7 @@ def test_float_wav_decodes_exactly(tmp_path: Path, subtype: str, dtype: type, ch
     sf.write(path, values, 48000, subtype=subtype)
     samples, rate = load_audio(path)
     assert rate == 48000
-    expected = values.astype(np.float32).astype(np.float64).mean(axis=1).astype(np.float32)
+    expected = values.astype(np.float32).mean(axis=1, dtype=np.float32)
     np.testing.assert_array_equal(samples, expected)
 
 
@@ -183,8 +183,8 @@ def test_six_channel_mixdown_is_the_channel_mean(tmp_path: Path) -> None:
     path = tmp_path / "x.flac"
     sf.write(path, channels, 44100, subtype="PCM_24")
     samples, _ = load_audio(path)
-    stored = sf.read(path, dtype="float32")[0].astype(np.float64)
-    np.testing.assert_array_equal(samples, stored.mean(axis=1).astype(np.float32))
+    stored = sf.read(path, dtype="float32")[0]
+    np.testing.assert_array_equal(samples, stored.mean(axis=1, dtype=np.float32))
     assert len(samples) == frames
     assert not np.allclose(samples, stored[:, 0], atol=1e-3)  # not just the first channel
 

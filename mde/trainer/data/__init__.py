@@ -1,0 +1,1 @@
+"""Datasets, the feature cache and synthesized corpora for training."""

@@ -1,0 +1,51 @@
+"""The labelled-audio description every data source produces and every trainer part consumes.
+
+A source (MagnaTagATune, GTZAN, a CSV manifest, a synthesized corpus) is read into a
+:class:`TaggingDataset`: tag names, whether labels are single-label (one class per clip, e.g. genres),
+and per split ('train', 'valid', 'test') a list of :class:`Clip` with an audio path and a label vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled audio file. ``labels`` is float32 (n_tags,): multi-hot, or one-hot when single-label."""
+
+    path: Path
+    labels: np.ndarray = field(compare=False)
+
+
+@dataclass
+class TaggingDataset:
+    """Clips per split with their tag vocabulary."""
+
+    name: str
+    tag_names: tuple[str, ...]
+    single_label: bool
+    splits: dict[str, list[Clip]]
+
+    @property
+    def n_tags(self) -> int:
+        return len(self.tag_names)
+
+    def split(self, name: str) -> list[Clip]:
+        """The clips of one split; an unknown or empty split is an error naming what exists."""
+        from mde.errors import MdeError
+
+        clips = self.splits.get(name)
+        if not clips:
+            present = ", ".join(f"{k} ({len(v)})" for k, v in self.splits.items() if v) or "none"
+            raise MdeError(f"{self.name}: no clips in split {name!r}; splits with clips: {present}")
+        return clips
+
+    def label_matrix(self, split: str) -> np.ndarray:
+        """float32 (clips, n_tags) labels of one split."""
+        return np.stack([clip.labels for clip in self.split(split)]).astype(np.float32)
