@@ -28,7 +28,9 @@ def assert_one_line_error(proc, *fragments):
         assert fragment in lines[0]
 
 
-@pytest.mark.parametrize("command", ["embed", "tag", "models", "import seed"])
+@pytest.mark.parametrize(
+    "command", ["embed", "tag", "models", "import seed", "import musicnn", "train", "eval", "prepare", "synth"]
+)
 def test_every_option_is_explained(command, tmp_path):
     proc = run_mde(*command.split(), "--help", cwd=tmp_path, home=tmp_path)
     assert proc.returncode == 0

@@ -18,10 +18,11 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from mde.cli import embed, models
+    from mde.cli import embed, models, train
 
     embed.register(app)
     models.register(app)
+    train.register(app)
 
 
 def main() -> None:

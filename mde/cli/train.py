@@ -1,0 +1,195 @@
+"""``mde train``, ``mde eval``, ``mde prepare`` and ``mde synth``: the training side (needs torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mde.cli.console import err, file_progress, out
+from mde.errors import MdeError, MissingExtraError
+
+DATASET_HELP = "Data source: mtat (annotations_final.csv + mp3 tree), gtzan (genres/<genre>/*), manifest (CSV path,split,tags)."
+DATA_HELP = "The dataset folder (mtat, gtzan) or manifest CSV file."
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("eval")(evaluate)
+    app.command("prepare")(prepare)
+    app.command("synth")(synth)
+
+
+def _needs_torch(purpose: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("torch", "train", purpose) from None
+
+
+def train(
+    model: str = typer.Option(..., "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, logs and metrics.json."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache made by 'mde prepare' for this dataset (faster epochs)."),
+    epochs: int = typer.Option(10, "--epochs", help="Passes over the training split."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Clips (random crops) per optimizer step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw, adam or sgd (SGD uses Nesterov momentum)."),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay", help="Weight decay."),
+    schedule: str = typer.Option("plateau", "--schedule", help="none, plateau (ReduceLROnPlateau on validation loss), step (decay at --milestones) or adam_then_sgd (the sota recipe: switch to SGD at --switch-epoch)."),
+    milestones: Optional[str] = typer.Option(None, "--milestones", help="Comma-separated epochs at which the learning rate is multiplied by --gamma."),
+    gamma: float = typer.Option(0.1, "--gamma", help="Learning-rate factor at each milestone."),
+    switch_epoch: int = typer.Option(0, "--switch-epoch", help="adam_then_sgd: the epoch at which SGD takes over."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this value."),
+    no_amp: bool = typer.Option(False, "--no-amp", help="Turn off mixed precision on CUDA (never used on CPU)."),
+    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after this many epochs without a better validation score."),
+    eval_crops: str = typer.Option("16", "--eval-crops", help="Windows averaged per clip at evaluation: a number (evenly spaced) or 'all' (non-overlapping, as the runtime cuts them)."),
+    single_label: bool = typer.Option(False, "--single-label", help="One class per clip (softmax, accuracy); gtzan always is."),
+    merge_synonyms: bool = typer.Option(False, "--merge-synonyms", help="mtat: merge synonymous tags (the multi-scale seed's list) before taking the top 50."),
+    workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (crops, shuffling, initialization)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (--epochs may be raised)."),
+) -> None:
+    """Train a model; the best checkpoint (by validation ROC-AUC, or accuracy) is evaluated on the test split."""
+    _needs_torch("Training")
+    from mde.trainer.config import TrainConfig
+    from mde.trainer.loop import Trainer
+
+    config = TrainConfig(
+        model=model, dataset=dataset, data=str(data), out=str(out_dir), cache=str(cache) if cache else None,
+        single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
+        milestones=_int_list(milestones), gamma=gamma, switch_epoch=switch_epoch, grad_clip=grad_clip,
+        amp=not no_amp, early_stop=early_stop, eval_crops=_crops(eval_crops), workers=workers, device=device,
+        seed=seed,
+    )
+    trainer = Trainer(config, resume=resume)
+    err.print(f"training {model} on {trainer.device} ({trainer.data.dataset.name}: "
+              + ", ".join(f"{k} {len(v)}" for k, v in trainer.data.dataset.splits.items()) + " clips)")
+    with file_progress() as progress:
+        epoch_task = progress.add_task("epochs", total=config.epochs, completed=trainer.epoch)
+        batch_task = progress.add_task("batches", total=None)
+
+        def on_batch(step: int, steps: int, loss: float) -> None:
+            progress.update(batch_task, total=steps, completed=step, description=f"epoch {trainer.epoch + 1} loss {loss:.4f}")
+
+        def on_epoch(row: dict) -> None:
+            progress.update(epoch_task, completed=row["epoch"])
+            progress.console.print(
+                f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, valid loss {row['valid_loss']:.4f}, "
+                f"valid score {row['valid_score']:.4f} (best {row['best_score']:.4f}), lr {row['lr']:.2g}, {row['seconds']:.1f} s"
+            )
+
+        try:
+            results = trainer.run(on_epoch=on_epoch, on_batch=on_batch)
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(f"interrupted: saved {trainer.run_dir.last}; continue with the same command and --resume")
+            raise typer.Exit(130)
+    out.print_json(json.dumps(results))
+    err.print(f"done: best epoch {results['best_epoch']}, results in {trainer.run_dir.metrics_path}")
+
+
+def _int_list(text: Optional[str]) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise MdeError(f"--milestones must be comma-separated epochs, got {text!r}") from None
+
+
+def _crops(text: str) -> Optional[int]:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise MdeError(f"--eval-crops must be a number or 'all', got {text!r}") from None
+
+
+def evaluate(
+    target: str = typer.Argument(..., help="A run folder (its best checkpoint, evaluated in torch) or a model name / .onnx file (evaluated through the runtime)."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    split: str = typer.Option("test", "--split", help="train, valid or test."),
+    eval_crops: str = typer.Option("16", "--eval-crops", help="Run folders: windows per clip, a number or 'all'. Model files always use all windows."),
+    single_label: bool = typer.Option(False, "--single-label", help="One class per clip (adds accuracy, precision, recall, F1)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics to this JSON file."),
+) -> None:
+    """Evaluate a trained run or a model file on a dataset split: ROC-AUC, PR-AUC, loss (and accuracy...)."""
+    from mde.trainer.assess import assess
+
+    metrics = assess(target, dataset, data, split, _crops(eval_crops), single_label or dataset == "gtzan")
+    text = json.dumps(metrics, indent=2)
+    if out_file:
+        from mde.runtime.writers import atomic_path
+
+        with atomic_path(out_file) as tmp:
+            tmp.write_text(text + "\n")
+    out.print_json(text)
+
+
+def prepare(
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    out_dir: Path = typer.Option(..., "--out", help="Cache folder (features.npy, index.json); rerun to resume."),
+    model: Optional[str] = typer.Option(None, "--model", help="Take rate, length and features from this architecture (e.g. fcn05)."),
+    sample_rate: int = typer.Option(16000, "--sample-rate", help="Rate (Hz) the audio is resampled to, without --model."),
+    seconds: float = typer.Option(30.0, "--seconds", help="Length each clip is cropped or zero-padded to, in seconds."),
+    features: str = typer.Option("waveform", "--features", help="waveform, or logmel (the model's front end; needs --model)."),
+    dtype: str = typer.Option("float16", "--dtype", help="float16 (half the disk) or float32."),
+    workers: int = typer.Option(1, "--workers", help="Decoding worker processes."),
+    single_label: bool = typer.Option(False, "--single-label", help="One class per clip."),
+    merge_synonyms: bool = typer.Option(False, "--merge-synonyms", help="mtat: merge synonymous tags before the top 50."),
+) -> None:
+    """Decode, resample and store a dataset once (waveforms or log-mels) in one memory-mapped archive."""
+    from mde.trainer.data.cache import prepare_cache
+    from mde.trainer.data.sources import load_dataset
+
+    frontend = None
+    if model:
+        _needs_torch("--model")
+        from mde.trainer.models import get_model_spec
+
+        spec = get_model_spec(model)
+        sample_rate, frontend = spec.sample_rate, spec.frontend
+    elif features == "logmel":
+        raise MdeError("--features logmel needs --model (to know the front end)")
+    ds = load_dataset(dataset, data, single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms)
+    total = sum(len(clips) for clips in ds.splits.values())
+    with file_progress() as progress:
+        task = progress.add_task("preparing", total=total)
+
+        def on_progress(path: str, ok: bool) -> None:
+            progress.advance(task)
+
+        report = prepare_cache(ds, out_dir, sample_rate=sample_rate, length=int(round(seconds * sample_rate)),
+                               features=features, frontend=frontend, dtype=dtype, workers=workers,
+                               on_progress=on_progress)
+    err.print(f"{report.done} prepared, {report.skipped} already there, {report.n_failed} failed "
+              f"in {report.elapsed:.1f} s -> {out_dir}")
+    for clip in report.failed:
+        err.print(f"  skipped {clip.path}: {clip.reason}")
+
+
+def synth(
+    out_dir: Path = typer.Option(..., "--out", help="Folder for clips/ and manifest.csv."),
+    n: int = typer.Option(200, "--n", help="Number of clips."),
+    seconds: float = typer.Option(4.0, "--seconds", help="Length of each clip in seconds."),
+    sample_rate: int = typer.Option(16000, "--sample-rate", help="Rate of the written clips in Hz."),
+    engine: str = typer.Option("auto", "--engine", help="fluidsynth (General MIDI SoundFont), numpy (built-in synthesizer) or auto (fluidsynth when installed)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same corpus."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes."),
+) -> None:
+    """Write a tagged corpus whose tags come from how each clip was made (no download needed)."""
+    from mde.trainer.data.synth import synthesize_corpus
+
+    manifest = synthesize_corpus(out_dir, n, seed=seed, sample_rate=sample_rate, seconds=seconds, engine=engine,
+                                 workers=workers)
+    err.print(f"wrote {n} clips and {manifest}; train with: mde train --dataset manifest --data {manifest} ...")

@@ -1,0 +1,88 @@
+"""Everything a training run is told, as one JSON-able dataclass saved in the run folder."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+from mde.errors import MdeError
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("none", "plateau", "step", "adam_then_sgd")
+DATASETS = ("mtat", "gtzan", "manifest")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run.
+
+    model: registry name (``mde.trainer.models.registered_names()``).
+    dataset, data: the data source ('mtat', 'gtzan', 'manifest') and its folder or CSV file.
+    cache: a feature cache folder made by ``mde prepare`` for this dataset (read when given).
+    epochs, batch_size: passes over the training split; clips per optimizer step.
+    lr, weight_decay, momentum: optimizer settings (momentum is SGD's, with Nesterov).
+    optimizer: 'adamw', 'adam' or 'sgd'.
+    schedule: 'none'; 'plateau' (ReduceLROnPlateau on validation loss, ``plateau_factor``,
+      ``plateau_patience`` epochs); 'step' (lr times ``gamma`` at each epoch in ``milestones``);
+      'adam_then_sgd' (the sota-music-tagging-models recipe: the chosen optimizer until epoch
+      ``switch_epoch``, then SGD with Nesterov momentum at ``lr`` with step decays at ``milestones``).
+    grad_clip: max gradient norm (None: no clipping).
+    amp: mixed precision on CUDA (ignored on CPU).
+    early_stop: stop after this many epochs without a better validation score (None: never).
+    eval_crops: windows averaged per clip at evaluation (16 evenly spaced, as the sota recipe), or
+      None for all non-overlapping windows as the runtime cuts them.
+    workers: DataLoader worker processes.
+    device: 'cpu', 'cuda' or 'auto'.
+    """
+
+    model: str
+    dataset: str
+    data: str
+    out: str
+    cache: Optional[str] = None
+    single_label: bool = False
+    merge_synonyms: bool = False
+    top_k: int = 50
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    optimizer: str = "adamw"
+    schedule: str = "plateau"
+    plateau_factor: float = 0.2
+    plateau_patience: int = 3
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    switch_epoch: int = 0
+    grad_clip: Optional[float] = None
+    amp: bool = True
+    early_stop: Optional[int] = None
+    eval_crops: Optional[int] = 16
+    workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.device in ("cpu", "cuda", "auto"), f"device must be cpu, cuda or auto, got {self.device!r}"),
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.eval_crops is None or self.eval_crops >= 1, f"eval crops must be positive, got {self.eval_crops}"),
+            (self.schedule != "adam_then_sgd" or self.switch_epoch >= 1, "adam_then_sgd needs --switch-epoch >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise MdeError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

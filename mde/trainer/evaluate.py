@@ -1,0 +1,62 @@
+"""Clip-level evaluation of a torch network: window scores averaged per clip, then tagging metrics."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mde.trainer.metrics import clip_scores, multilabel_metrics, single_label_metrics
+
+WINDOW_BATCH = 32
+"""Windows per forward pass at evaluation."""
+
+
+def window_scores(net: nn.Module, frontend: nn.Module, windows: torch.Tensor, single_label: bool) -> torch.Tensor:
+    """Per-window scores (windows, n_tags): sigmoid probabilities, or softmax for single-label runs.
+
+    windows: float32 (n, samples) waveforms on the network's device.
+    """
+    logits = torch.cat([net(frontend(chunk))["logits"] for chunk in windows.split(WINDOW_BATCH)])
+    return torch.softmax(logits, dim=1) if single_label else torch.sigmoid(logits)
+
+
+@torch.no_grad()
+def predict_clips(
+    net: nn.Module, frontend: nn.Module, clips: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device, single_label: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip scores (clips, n_tags) as the mean of their windows' scores, and the clips' labels."""
+    net.eval()
+    scores, labels = [], []
+    for windows, label in clips:
+        per_window = window_scores(net, frontend, windows.to(device), single_label)
+        scores.append(clip_scores(per_window.float().cpu().numpy()))
+        labels.append(np.asarray(label, dtype=np.float32))
+    return np.stack(scores), np.stack(labels)
+
+
+def clip_loss(scores: np.ndarray, labels: np.ndarray, single_label: bool) -> float:
+    """Mean loss of clip scores: binary cross-entropy, or negative log-likelihood for single-label."""
+    eps = 1e-7
+    clipped = np.clip(scores, eps, 1 - eps)
+    if single_label:
+        return float(-np.mean(np.log(clipped[np.arange(len(labels)), labels.argmax(axis=1)])))
+    return float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+
+
+def score_clips(scores: np.ndarray, labels: np.ndarray, tag_names: Sequence[str], single_label: bool) -> dict[str, Any]:
+    """Metrics of clip scores: roc_auc, pr_auc and loss; single-label adds accuracy, precision, recall,
+    f1 (support-weighted) and the confusion matrix."""
+    metrics: dict[str, Any] = multilabel_metrics(labels, scores, tag_names)
+    if single_label:
+        metrics.update(single_label_metrics(labels.argmax(axis=1), scores, tag_names))
+    metrics["loss"] = clip_loss(scores, labels, single_label)
+    return metrics
+
+
+def selection_score(metrics: dict[str, Any], single_label: bool) -> float:
+    """The validation figure that picks the best checkpoint: accuracy (single-label) or ROC-AUC."""
+    return float(metrics["accuracy"] if single_label else metrics["roc_auc"])

@@ -1,0 +1,307 @@
+"""The training loop: random crops per epoch, validation by clip ROC-AUC (accuracy for single-label),
+best and last checkpoints, schedules, early stopping, resume, logs, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mde.errors import MdeError
+from mde.trainer.config import TrainConfig
+from mde.trainer.data.dataset import TaggingDataset
+from mde.trainer.evaluate import predict_clips, score_clips, selection_score
+from mde.trainer.frontend import TorchMelSpectrogram
+from mde.trainer.models import ModelSpec, get_model_spec
+from mde.trainer.run_dir import RunDir
+
+EpochCallback = Callable[[dict[str, Any]], None]
+BatchCallback = Callable[[int, int, float], None]
+
+
+@dataclass
+class TrainingData:
+    """What the loop reads: the dataset description and a source of audio for each split."""
+
+    dataset: TaggingDataset
+    source: Any  # a FeatureCache when one was given, else the TaggingDataset (decoded on the fly)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MdeError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_training_data(config: TrainConfig) -> TrainingData:
+    """The dataset named by the config, read through its feature cache when one is given."""
+    from mde.trainer.data.sources import load_dataset
+
+    dataset = load_dataset(
+        config.dataset, config.data, single_label=config.single_label,
+        merge_synonyms=config.merge_synonyms, top_k=config.top_k,
+    )
+    if config.cache is None:
+        return TrainingData(dataset, dataset)
+    from mde.trainer.data.cache import FeatureCache
+
+    cache = FeatureCache.open(config.cache)
+    if tuple(cache.tag_names) != dataset.tag_names:
+        raise MdeError(f"{config.cache}: the cache's tags differ from the dataset's; rerun 'mde prepare'")
+    return TrainingData(dataset, cache)
+
+
+def build_optimizer(config: TrainConfig, params, kind: Optional[str] = None) -> torch.optim.Optimizer:
+    kind = kind or config.optimizer
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
+                               weight_decay=config.weight_decay)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
+    if config.schedule in ("step", "adam_then_sgd") and config.milestones:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=config.gamma)
+    return None
+
+
+class Trainer:
+    """One run: call :meth:`run`. Everything it writes goes to ``config.out`` (see run_dir)."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        self.config = config
+        self.run_dir = RunDir(config.out)
+        self.device = resolve_device(config.device)
+        self.spec: ModelSpec = get_model_spec(config.model)
+        seed_everything(config.seed)
+        self.data = load_training_data(config)
+        self.single_label = self.data.dataset.single_label
+        self.net = self.spec.factory(n_tags=self.data.dataset.n_tags).to(self.device)
+        self.frontend = TorchMelSpectrogram(self.spec.frontend).to(self.device)
+        self.optimizer = build_optimizer(config, self.net.parameters())
+        self.scheduler = build_scheduler(config, self.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
+        self.epoch = 0
+        self.best_score = -math.inf
+        self.stale_epochs = 0
+        self._prepare_folder(resume)
+
+    @property
+    def _amp(self) -> bool:
+        return self.config.amp and self.device.type == "cuda"
+
+    def _prepare_folder(self, resume: bool) -> None:
+        run = self.run_dir
+        if resume:
+            saved = TrainConfig.from_dict(run.read_json(run.config_path))
+            changed = {k for k, v in saved.to_dict().items() if k not in ("epochs", "out") and self.config.to_dict()[k] != v}
+            if changed:
+                raise MdeError(f"{run.root}: --resume with different settings ({', '.join(sorted(changed))})")
+            self._load_state(run.load_checkpoint(run.last, self.device))
+            run.truncate_log(self.epoch)
+        elif run.last.exists():
+            raise MdeError(f"{run.root} already holds a run; use --resume to continue it or another --out")
+        run.write_json(run.config_path, self.config.to_dict())
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "best_score": self.best_score,
+            "stale_epochs": self.stale_epochs,
+            "optimizer_kind": self._optimizer_kind(self.epoch),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        if state["optimizer_kind"] != self.config.optimizer:
+            self.optimizer = build_optimizer(self.config, self.net.parameters(), state["optimizer_kind"])
+            self.scheduler = build_scheduler(self.config, self.optimizer)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.best_score = float(state["best_score"])
+        self.stale_epochs = int(state["stale_epochs"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+
+    def _best_payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """What ``best.pt`` holds: weights plus what export needs to describe the model."""
+        return {
+            "model": self.net.state_dict(),
+            "architecture": self.spec.name,
+            "tag_names": list(self.data.dataset.tag_names),
+            "single_label": self.single_label,
+            "frontend": self.spec.frontend.to_dict(),
+            "epoch": self.epoch,
+            "valid": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        }
+
+    def _optimizer_kind(self, epoch: int) -> str:
+        if self.config.schedule == "adam_then_sgd" and epoch >= self.config.switch_epoch:
+            return "sgd"
+        return self.config.optimizer
+
+    # ------------------------------------------------------------------ data
+
+    def _train_loader(self) -> DataLoader:
+        from mde.trainer.data.loading import TrainCrops, train_loader
+
+        crops = TrainCrops(self.data.source, self.spec.input_length, self.spec.sample_rate, seed=self.config.seed)
+        if len(crops) < self.config.batch_size:
+            raise MdeError(f"the train split has {len(crops)} clips, fewer than one batch of {self.config.batch_size}")
+        return train_loader(crops, self.config.batch_size, epoch=self.epoch, num_workers=self.config.workers,
+                            pin_memory=self.device.type == "cuda")
+
+    def _eval_clips(self, split: str) -> DataLoader:
+        from mde.trainer.data.loading import EvalClips
+
+        clips = EvalClips(self.data.source, split, self.spec.input_length, n_crops=self.config.eval_crops,
+                          sample_rate=self.spec.sample_rate)
+        return DataLoader(clips, batch_size=None, num_workers=self.config.workers)
+
+    def evaluate(self, split: str) -> dict[str, Any]:
+        scores, labels = predict_clips(self.net, self.frontend, self._eval_clips(split), self.device, self.single_label)
+        return score_clips(scores, labels, self.data.dataset.tag_names, self.single_label)
+
+    # ------------------------------------------------------------------ loop
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.single_label:
+            return nn.functional.cross_entropy(logits, labels.argmax(dim=1))
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+    def _train_epoch(self, on_batch: Optional[BatchCallback]) -> float:
+        self.net.train()
+        loader = self._train_loader()
+        total, count = 0.0, 0
+        for step, (waveforms, labels) in enumerate(loader):
+            waveforms, labels = waveforms.to(self.device), labels.to(self.device)
+            with torch.autocast(self.device.type, enabled=self._amp):
+                with torch.no_grad():
+                    logmel = self.frontend(waveforms)
+                loss = self._loss(self.net(logmel)["logits"].float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += float(loss.detach()) * len(labels)
+            count += len(labels)
+            if on_batch:
+                on_batch(step + 1, len(loader), total / count)
+        return total / max(count, 1)
+
+    def _switch_optimizer_if_due(self) -> None:
+        if self._optimizer_kind(self.epoch) != type(self.optimizer).__name__.lower():
+            self.optimizer = build_optimizer(self.config, self.net.parameters(), self._optimizer_kind(self.epoch))
+            self.scheduler = build_scheduler(self.config, self.optimizer)
+            if self.scheduler is not None and hasattr(self.scheduler, "last_epoch"):
+                self.scheduler.last_epoch = self.epoch
+
+    def _step_scheduler(self, valid_loss: float) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(valid_loss)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+    def run(self, on_epoch: Optional[EpochCallback] = None, on_batch: Optional[BatchCallback] = None) -> dict[str, Any]:
+        """Train to the configured epochs (or early stop), then evaluate the best checkpoint on the valid
+        and test splits and write metrics.json. KeyboardInterrupt saves ``last.pt`` and propagates."""
+        writer = self._tensorboard()
+        try:
+            while self.epoch < self.config.epochs:
+                if self.config.early_stop and self.stale_epochs >= self.config.early_stop:
+                    break
+                self._switch_optimizer_if_due()
+                started = time.perf_counter()
+                train_loss = self._train_epoch(on_batch)
+                valid = self.evaluate("valid")
+                self.epoch += 1
+                self._after_epoch(train_loss, valid, time.perf_counter() - started, writer, on_epoch)
+        except KeyboardInterrupt:
+            self.run_dir.save_checkpoint(self.run_dir.last, self._state())
+            raise
+        finally:
+            if writer:
+                writer.close()
+        return self.finish()
+
+    def _after_epoch(self, train_loss: float, valid: dict[str, Any], seconds: float, writer, on_epoch) -> None:
+        score = selection_score(valid, self.single_label)
+        if score > self.best_score:
+            self.best_score, self.stale_epochs = score, 0
+            self.run_dir.save_checkpoint(self.run_dir.best, self._best_payload(valid))
+        else:
+            self.stale_epochs += 1
+        self._step_scheduler(valid["loss"])
+        self.run_dir.save_checkpoint(self.run_dir.last, self._state())
+        row = {
+            "epoch": self.epoch, "train_loss": round(train_loss, 6), "valid_loss": round(valid["loss"], 6),
+            "valid_score": round(score, 6), "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+        }
+        self.run_dir.append_log(row)
+        if writer:
+            for key in ("train_loss", "valid_loss", "valid_score", "lr"):
+                writer.add_scalar(key, row[key], self.epoch)
+        if on_epoch:
+            on_epoch({**row, "best_score": self.best_score})
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional; log.csv always has the figures
+            return None
+        return SummaryWriter(str(self.run_dir.tensorboard))
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate the best checkpoint on valid and test; write metrics.json (and the confusion matrix)."""
+        best = self.run_dir.load_checkpoint(self.run_dir.best, self.device)
+        self.net.load_state_dict(best["model"])
+        results = {}
+        for split in ("valid", "test"):
+            metrics = self.evaluate(split)
+            results[split] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            if self.single_label and split == "test":
+                from mde.trainer.metrics import write_confusion_matrix
+
+                write_confusion_matrix(np.array(metrics["confusion"]), self.data.dataset.tag_names, self.run_dir.root)
+        results["best_epoch"] = int(best["epoch"])
+        self.run_dir.write_json(self.run_dir.metrics_path, results)
+        return results
+
+
+def train(config: TrainConfig, resume: bool = False, on_epoch: Optional[EpochCallback] = None,
+          on_batch: Optional[BatchCallback] = None) -> dict[str, Any]:
+    """Run one training to completion; returns what metrics.json holds."""
+    return Trainer(config, resume=resume).run(on_epoch=on_epoch, on_batch=on_batch)

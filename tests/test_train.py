@@ -1,0 +1,133 @@
+"""Real training runs on a synthesized corpus: learning, resume, Ctrl-C, single-label, schedules, eval."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mde.errors import MdeError  # noqa: E402
+from mde.trainer.config import TrainConfig  # noqa: E402
+from mde.trainer.loop import Trainer, train  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """240 synthesized 4 s clips (numpy engine) and their manifest."""
+    from mde.trainer.data.synth import synthesize_corpus
+
+    return synthesize_corpus(tmp_path_factory.mktemp("synth"), 240, seed=0, engine="numpy", workers=2)
+
+
+def config(corpus: Path, out: Path, **changes) -> TrainConfig:
+    base = dict(model="fcn05", dataset="manifest", data=str(corpus), out=str(out), epochs=2, batch_size=16,
+                lr=3e-3, device="cpu", eval_crops=4, seed=0)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def test_fcn05_learns_the_synthesized_tags(corpus, tmp_path):
+    results = train(config(corpus, tmp_path / "run", epochs=14, eval_crops=16))
+    assert results["test"]["roc_auc"] >= 0.9, results
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"roc_auc", "pr_auc", "loss"} and metrics["best_epoch"] >= 1
+    log = (run / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,train_loss") and len(log) == 15
+    assert json.loads((run / "config.json").read_text())["model"] == "fcn05"
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["architecture"] == "fcn05" and len(best["tag_names"]) == best["model"]["dense.weight"].shape[0]
+    assert any((run / "tensorboard").iterdir())
+
+
+def test_resume_continues_exactly(corpus, tmp_path):
+    straight = Trainer(config(corpus, tmp_path / "straight", epochs=3))
+    straight.run()
+    first = Trainer(config(corpus, tmp_path / "resumed", epochs=2))
+    first.run()
+    resumed = Trainer(config(corpus, tmp_path / "resumed", epochs=3), resume=True)
+    assert resumed.epoch == 2
+    resumed.run()
+    for name, value in straight.net.state_dict().items():
+        assert torch.equal(value, resumed.net.state_dict()[name]), name
+    assert len((tmp_path / "resumed" / "log.csv").read_text().splitlines()) == 4
+
+
+def test_resume_refuses_other_settings_and_a_fresh_run_refuses_a_used_folder(corpus, tmp_path):
+    Trainer(config(corpus, tmp_path / "run", epochs=1)).run()
+    with pytest.raises(MdeError, match="--resume with different settings \\(lr\\)"):
+        Trainer(config(corpus, tmp_path / "run", lr=1e-2), resume=True)
+    with pytest.raises(MdeError, match="already holds a run"):
+        Trainer(config(corpus, tmp_path / "run"))
+
+
+def test_ctrl_c_saves_the_last_checkpoint(corpus, tmp_path):
+    trainer = Trainer(config(corpus, tmp_path / "run", epochs=3))
+
+    def interrupt(step, steps, loss):
+        if trainer.epoch == 1 and step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(on_batch=interrupt)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 1  # the interrupted epoch is redone on resume
+    results = Trainer(config(corpus, tmp_path / "run", epochs=3), resume=True).run()
+    assert results["test"]["roc_auc"] > 0.5
+
+
+def test_single_label_runs_report_accuracy_and_a_confusion_matrix(corpus, tmp_path):
+    single = tmp_path / "single.csv"
+    rows = corpus.read_text().splitlines()
+    kept = [rows[0]] + [
+        f"{Path(corpus.parent, r.split(',')[0])},{r.split(',')[1]},{'drums' if 'drums' in r.split(',')[2].split('|') else 'no drums'}"
+        for r in rows[1:]
+    ]
+    single.write_text("\n".join(kept) + "\n")
+    results = train(config(single, tmp_path / "run", single_label=True, epochs=2))
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "loss"} <= set(results["test"])
+    assert (tmp_path / "run" / "confusion_matrix.csv").is_file() and (tmp_path / "run" / "confusion_matrix.png").is_file()
+
+
+def test_schedules_and_early_stopping(corpus, tmp_path):
+    step = Trainer(config(corpus, tmp_path / "step", epochs=2, schedule="step", milestones=[1], gamma=0.5))
+    step.run()
+    assert step.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * 0.5)
+    switch = Trainer(config(corpus, tmp_path / "switch", epochs=2, optimizer="adam", schedule="adam_then_sgd", switch_epoch=1))
+    switch.run()
+    assert isinstance(switch.optimizer, torch.optim.SGD)
+    stopped = Trainer(config(corpus, tmp_path / "stop", epochs=6, lr=1e-9, early_stop=1))
+    stopped.run()
+    assert stopped.epoch < 6
+    with pytest.raises(MdeError, match="switch-epoch"):
+        config(corpus, tmp_path / "x", schedule="adam_then_sgd")
+
+
+def test_eval_of_a_run_matches_its_metrics(corpus, tmp_path):
+    from mde.trainer.assess import assess
+
+    run = tmp_path / "run"
+    results = train(config(corpus, run, epochs=1))
+    again = assess(str(run), "manifest", corpus, "test", eval_crops=4, single_label=False)
+    assert again["roc_auc"] == pytest.approx(results["test"]["roc_auc"], abs=1e-6)
+    assert again["loss"] == pytest.approx(results["test"]["loss"], abs=1e-6)
+
+
+def test_cli_train_and_its_errors(corpus, tmp_path):
+    from test_cli import assert_one_line_error, run_mde
+
+    out = tmp_path / "run"
+    proc = run_mde("train", "--model", "fcn05", "--dataset", "manifest", "--data", corpus, "--epochs", "1",
+                   "--out", out, "--device", "cpu", "--eval-crops", "2", cwd=tmp_path, home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["test"]["roc_auc"] > 0
+    proc = run_mde("eval", out, "--dataset", "manifest", "--data", corpus, "--eval-crops", "2", cwd=tmp_path, home=tmp_path)
+    assert proc.returncode == 0 and "roc_auc" in proc.stdout
+    bad = run_mde("train", "--model", "nope", "--dataset", "manifest", "--data", corpus, "--out", tmp_path / "x",
+                  cwd=tmp_path, home=tmp_path)
+    assert_one_line_error(bad, "unknown architecture 'nope'")
+    bad = run_mde("train", "--model", "fcn05", "--dataset", "manifest", "--data", corpus, "--out", tmp_path / "y",
+                  "--eval-crops", "some", cwd=tmp_path, home=tmp_path)
+    assert_one_line_error(bad, "--eval-crops")
