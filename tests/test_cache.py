@@ -212,9 +212,9 @@ def test_a_killed_prepare_is_incomplete_and_resumes(waveform_cache, audio_dir: P
     clean, _, _ = waveform_cache
     (tmp_path / "dataset.pkl").write_bytes(pickle.dumps(_dataset(audio_dir)))
     out = tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     arguments = [str(tmp_path / "dataset.pkl"), str(out), str(RATE), str(LENGTH)]
-    killed = subprocess.run([sys.executable, "-c", _KILLED_PREPARE, *arguments], env=env, timeout=60)
+    # Run outside the checkout so that the installed package (with its compiled kernel) is imported.
+    killed = subprocess.run([sys.executable, "-c", _KILLED_PREPARE, *arguments], cwd=tmp_path, timeout=60)
     assert killed.returncode == -signal.SIGKILL
     assert (out / "index.json").exists() and not (out / "failed.json").exists()
     with pytest.raises(MdeError, match="incomplete"):

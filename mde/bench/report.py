@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def write_results(
     out_stem: Path,
     title: str,
     timings: list[Timing],
-    ours: str,
+    ours: Optional[str],
     extra: dict[str, object],
     packages: Iterable[str] = (),
     notes: str = "",
@@ -93,11 +93,14 @@ def write_results(
     """Write ``<out_stem>.json`` and ``<out_stem>.md``.
 
     Each row's ``ratio_to_ours`` is its median over the median of the row named ``ours``: how many times
-    faster ours is than that baseline, all measured in the same run.
+    faster ours is than that baseline, all measured in the same run (None: no ratio column).
     """
     facts = machine_facts(packages)
-    reference = next(t for t in timings if t.name == ours)
-    rows = [{**asdict(t), "ratio_to_ours": round(t.median_s / reference.median_s, 3)} for t in timings]
+    reference = next((t for t in timings if t.name == ours), None)
+    rows = [
+        {**asdict(t), "ratio_to_ours": round(t.median_s / reference.median_s, 3) if reference else None}
+        for t in timings
+    ]
     record = {"title": title, "command": command_line(), "machine": facts, "ours": ours, "results": rows, **extra}
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     json_path = out_stem.with_suffix(".json")
@@ -114,13 +117,14 @@ def _markdown(title: str, record: dict, rows: list[dict], notes: str) -> str:
         f"# {title}", "",
         f"Machine: {facts['cpu']}, {facts['cores']} cores, {facts['os']}; Python {facts['python']}; {versions}.",
         f"Command: `{record['command']}`", "",
-        f"| what | median (ms) | min (ms) | max (ms) | runs | time / {record['ours']} |",
+        f"| what | median (ms) | min (ms) | max (ms) | runs | time / {record['ours'] or '-'} |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        ratio = f"{row['ratio_to_ours']:.2f}x" if row["ratio_to_ours"] is not None else "-"
         lines.append(
             f"| {row['name']} | {row['median_s'] * 1e3:.3f} | {row['min_s'] * 1e3:.3f} | "
-            f"{row['max_s'] * 1e3:.3f} | {row['runs']} | {row['ratio_to_ours']:.2f}x |"
+            f"{row['max_s'] * 1e3:.3f} | {row['runs']} | {ratio} |"
         )
     if notes:
         lines += ["", notes]
