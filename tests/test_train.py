@@ -131,3 +131,25 @@ def test_cli_train_and_its_errors(corpus, tmp_path):
     bad = run_mde("train", "--model", "fcn05", "--dataset", "manifest", "--data", corpus, "--out", tmp_path / "y",
                   "--eval-crops", "some", cwd=tmp_path, home=tmp_path)
     assert_one_line_error(bad, "--eval-crops")
+
+
+def test_cli_synth_prepare_and_train_from_the_cache(tmp_path):
+    from test_cli import assert_one_line_error, run_mde
+
+    proc = run_mde("synth", "--out", tmp_path / "corpus", "--n", "40", "--seconds", "2", "--engine", "numpy",
+                   cwd=tmp_path, home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = tmp_path / "corpus" / "manifest.csv"
+    assert manifest.read_text().startswith("path,split,tags") and len(manifest.read_text().splitlines()) == 41
+    (tmp_path / "corpus" / "clips" / "00001.wav").write_bytes(b"broken")
+    proc = run_mde("prepare", "--dataset", "manifest", "--data", manifest, "--out", tmp_path / "cache",
+                   "--model", "fcn05", "--seconds", "2", "--workers", "2", cwd=tmp_path, home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "39 prepared" in proc.stderr and "1 failed" in proc.stderr and "00001.wav" in proc.stderr
+    proc = run_mde("train", "--model", "fcn05", "--dataset", "manifest", "--data", manifest, "--cache",
+                   tmp_path / "cache", "--epochs", "1", "--batch-size", "8", "--out", tmp_path / "run",
+                   "--device", "cpu", "--eval-crops", "2", cwd=tmp_path, home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["best_epoch"] == 1
+    assert_one_line_error(
+        run_mde("synth", "--out", tmp_path / "x", "--n", "2", "--engine", "banjo", cwd=tmp_path, home=tmp_path), "banjo")
