@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MTAT_CLIP
+from conftest import MTAT_CLIP, REPO
 from test_cli import assert_one_line_error, run_mde
 
 pytest.importorskip("torch")
@@ -90,7 +90,9 @@ def test_short_clip_gets_one_padded_patch(musicnn_home):
 
 def test_default_model_is_imported_on_first_use(shared_data, tmp_path):
     home = tmp_path / "fresh-home"
-    proc = run_mde("tag", shared_data / MTAT_CLIP, "--json", cwd=tmp_path, home=home)
+    # From the checkout's root, as the README's main command runs: the first-use import must not pick up
+    # the source tree (which has no compiled kernel in CI) instead of the installed package.
+    proc = run_mde("tag", shared_data / MTAT_CLIP, "--json", cwd=REPO, home=home)
     assert proc.returncode == 0, proc.stderr
     assert "first use: importing the default model MTT_musicnn" in proc.stderr
     assert (home / "models" / "MTT_musicnn.onnx").is_file()

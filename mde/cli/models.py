@@ -10,6 +10,9 @@ import typer
 from mde.cli.console import err, out
 from mde.errors import MissingExtraError
 
+OPTIONAL_EXPORT_PACKAGES = ("torch", "onnx")
+"""Packages of the 'export' extra that importers need and the runtime does not."""
+
 import_app = typer.Typer(help="Import pretrained checkpoints into the model store.", no_args_is_help=True)
 
 
@@ -75,7 +78,9 @@ def import_seed(
     try:
         from mde.export.importers.seed import import_seed as run_import
     except ImportError as exc:
-        raise MissingExtraError("torch", "export", f"Importing checkpoints ({exc.name} is missing)") from None
+        if exc.name not in OPTIONAL_EXPORT_PACKAGES:
+            raise
+        raise MissingExtraError(exc.name, "export", "Importing checkpoints") from None
 
     path, info = run_import(checkpoint, name=name, overwrite=overwrite, arch=arch)
     err.print(f"stored {info.name} ({info.architecture}, {info.window_seconds:g} s window, "
@@ -105,7 +110,9 @@ def import_musicnn(
     try:
         from mde.export.importers.musicnn import import_musicnn as run_import
     except ImportError as exc:
-        raise MissingExtraError("torch", "export", f"Importing musicnn models ({exc.name} is missing)") from None
+        if exc.name not in OPTIONAL_EXPORT_PACKAGES:
+            raise
+        raise MissingExtraError(exc.name, "export", "Importing musicnn models") from None
     for name in wanted:
         path, info = run_import(name, from_dir=from_dir, overwrite=overwrite)
         err.print(f"stored {info.name} ({info.architecture}, {info.window_seconds:g} s patches of "

@@ -36,9 +36,12 @@ def default_model_path(announce=print) -> Path:
             f"install what it needs ({' && '.join(missing)}) or pass --model"
         )
     announce(f"first use: importing the default model {DEFAULT_MODEL} from the musicnn package into {path.parent}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Run from the store folder: `python -m` puts the working directory first on sys.path, and a
+    # source checkout there (without its compiled kernel) would shadow the installed package.
     proc = subprocess.run(
         [sys.executable, "-m", "mde", "import", "musicnn", DEFAULT_MODEL],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=path.parent,
     )
     if proc.returncode != 0 or not path.is_file():
         reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
