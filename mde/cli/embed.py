@@ -15,6 +15,9 @@ MODEL_HELP = "Model name in the store (see 'mde models') or path to an .onnx mod
 WINDOW_HELP = "Window length in seconds, for models that take any length (musicnn); default: the model's."
 HOP_HELP = "Seconds between window starts (default: the model's hop, non-overlapping windows)."
 THREADS_HELP = "Threads for inference and the front end in each process (default: ONNX Runtime's choice)."
+BACKEND_HELP = ("Inference backend: ort (ONNX Runtime), tensorrt (a TensorRT engine built beside the model on "
+                "first use; CUDA only) or torch (the model's graph run by torch; fp16 and CUDA graphs on CUDA).")
+DEVICE_HELP = "cpu or cuda (ort on cuda needs onnxruntime-gpu: pip install 'mde\\[gpu]')."
 
 
 def register(app: typer.Typer) -> None:
@@ -33,14 +36,17 @@ def _inputs(paths: List[Path]) -> list[Path]:
 
 
 def _model_path(model: Optional[str], layer: Optional[str] = None, window: Optional[float] = None,
-                hop: Optional[float] = None) -> Path:
-    """The model file to use, checked (metadata, ``layer``, window and hop) before any work starts."""
+                hop: Optional[float] = None, backend: str = "ort", device: str = "cpu") -> Path:
+    """The model file to use, checked (metadata, ``layer``, window and hop, and that ``backend`` can run
+    on ``device`` here) before any work starts."""
     from mde.errors import ModelError
     from mde.runtime import store
+    from mde.runtime.backends.factory import check_backend
     from mde.runtime.chunker import frame_grid
     from mde.runtime.defaults import default_model_path
     from mde.runtime.package import read_model_info
 
+    check_backend(backend, device)
     path = default_model_path(announce=err.print) if model is None else store.resolve(model)
     info = read_model_info(path)
     if layer is not None and layer not in info.outputs:
@@ -61,12 +67,15 @@ def embed(
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes, each with its own model copy."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute outputs that already exist (default: skip them, so a stopped batch resumes)."),
     no_pad: bool = typer.Option(False, "--no-pad", help="Skip clips shorter than one window instead of zero-padding them to one window."),
+    backend: str = typer.Option("ort", "--backend", help=BACKEND_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
     """Compute frame embeddings (and tag probabilities) for audio files and write one output per file."""
     from mde.runtime.batch import EmbedSettings, embed_files
 
-    settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite)
-    model_path = _model_path(model, layer, window, hop)
+    settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite,
+                             backend=backend, device=device)
+    model_path = _model_path(model, layer, window, hop, backend, device)
     sources = _inputs(paths)
     started = time.perf_counter()
     with file_progress() as progress:
@@ -101,12 +110,15 @@ def tag(
     hop: Optional[float] = typer.Option(None, "--hop", help=HOP_HELP),
     window: Optional[float] = typer.Option(None, "--window", help=WINDOW_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    backend: str = typer.Option("ort", "--backend", help=BACKEND_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
     """Print the most probable tags of each file (mean over frames), or of each frame with --frames."""
     from mde.errors import MdeError, ModelError
     from mde.runtime.extractor import Model
 
-    loaded = Model(_model_path(model, window=window, hop=hop), threads=threads)
+    path = _model_path(model, window=window, hop=hop, backend=backend, device=device)
+    loaded = Model(path, threads=threads, backend=backend, device=device)
     if not loaded.info.tag_names:
         raise ModelError(f"model {loaded.name!r} has no tags; use 'mde embed'")
     documents, failures = [], []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 from mde.errors import MdeError
+from mde.runtime.backends.common import check_choice
 from mde.runtime.extractor import ClipTooShort, Model
 from mde.runtime.writers import FORMATS, write_result
 
@@ -46,7 +47,8 @@ class BatchReport:
 
 @dataclass(frozen=True)
 class EmbedSettings:
-    """How each file is embedded and written (window and hop in seconds; None = the model's)."""
+    """How each file is embedded and written (window and hop in seconds; None = the model's), and which
+    inference backend and device run the model (see :func:`mde.runtime.backends.factory.make_backend`)."""
 
     fmt: str = "npz"
     hop: Optional[float] = None
@@ -54,10 +56,13 @@ class EmbedSettings:
     pad: bool = True
     layer: Optional[str] = None
     overwrite: bool = False
+    backend: str = "ort"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise MdeError(f"unknown format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+        check_choice(self.backend, self.device)
         if self.hop is not None and not self.hop > 0:
             raise MdeError(f"hop must be positive, got {self.hop} s")
         if self.window is not None and not self.window > 0:
@@ -99,9 +104,13 @@ def embed_one(model: Model, source: Path, target: Path, settings: EmbedSettings)
 _worker_model: Optional[Model] = None
 
 
-def _init_worker(model_path: str, threads: Optional[int]) -> None:
+def _init_worker(model_path: str, threads: Optional[int], settings: EmbedSettings) -> None:
     global _worker_model
-    _worker_model = Model(model_path, threads=threads)
+    _worker_model = _load(model_path, threads, settings)
+
+
+def _load(model_path: str | Path, threads: Optional[int], settings: EmbedSettings) -> Model:
+    return Model(model_path, threads=threads, backend=settings.backend, device=settings.device)
 
 
 def _work(job: tuple[Path, Path, EmbedSettings]) -> FileOutcome:
@@ -118,13 +127,13 @@ def iter_embed(
 ) -> Iterator[FileOutcome]:
     """Outcomes as files finish (in input order), using ``workers`` processes when more than one."""
     if workers <= 1:
-        model = Model(model_path, threads=threads)
+        model = _load(model_path, threads, settings)
         for source, target in pairs:
             yield embed_one(model, source, target, settings)
         return
     context = multiprocessing.get_context("spawn")
     jobs = [(source, target, settings) for source, target in pairs]
-    with ProcessPoolExecutor(workers, context, _init_worker, (os.fspath(model_path), threads)) as pool:
+    with ProcessPoolExecutor(workers, context, _init_worker, (os.fspath(model_path), threads, settings)) as pool:
         yield from pool.map(_work, jobs)
 
 

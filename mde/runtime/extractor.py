@@ -12,7 +12,7 @@ import numpy as np
 from mde.audio import check_samples, load_audio, pad_to_length, resample
 from mde.errors import MdeError, ModelError
 from mde.runtime import store
-from mde.runtime.backends.ort import OrtBackend
+from mde.runtime.backends.factory import make_backend
 from mde.runtime.chunker import FrameGrid, cut_frames, frame_grid
 from mde.runtime.defaults import default_model_path
 from mde.runtime.frontend import MelSpectrogram
@@ -68,12 +68,15 @@ class EmbeddingResult:
 class Model:
     """A loaded model file: its metadata, its front end and an inference backend.
 
-    threads: threads for ONNX Runtime and the front end (None: ONNX Runtime's default).
+    threads: threads for inference and the front end (None: the backend's default).
     batch_size: windows per inference call.
+    backend: 'ort' (ONNX Runtime), 'tensorrt' or 'torch'; device: 'cpu' or 'cuda'
+      (see :func:`mde.runtime.backends.factory.make_backend`).
     """
 
-    def __init__(self, path: str | Path, threads: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE):
-        self.backend = OrtBackend(path, threads=threads)
+    def __init__(self, path: str | Path, threads: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 backend: str = "ort", device: str = "cpu"):
+        self.backend = make_backend(path, backend=backend, device=device, threads=threads)
         self.info: ModelInfo = self.backend.info
         self.path = Path(path)
         self.batch_size = batch_size
@@ -183,8 +186,11 @@ def load_model(
     name_or_path: Optional[str | os.PathLike] = None,
     threads: Optional[int] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    backend: str = "ort",
+    device: str = "cpu",
 ) -> Model:
     """Load a stored model by name, or a model file by path; None loads the default model
-    (MTT_musicnn, imported from the installed musicnn package on first use)."""
+    (MTT_musicnn, imported from the installed musicnn package on first use). ``backend`` and ``device``
+    choose how it runs (default: ONNX Runtime on the CPU)."""
     path = default_model_path() if name_or_path is None else store.resolve(name_or_path)
-    return Model(path, threads=threads, batch_size=batch_size)
+    return Model(path, threads=threads, batch_size=batch_size, backend=backend, device=device)

@@ -19,6 +19,7 @@ FORMAT_VERSION = 1
 
 InputKind = Literal["logmel", "waveform"]
 Framing = Literal["audio_windows", "mel_patches"]
+Precision = Literal["fp32", "fp16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class ModelInfo:
     outputs: the graph's output names that hold per-window vectors; ``embedding_output`` is the
       default embedding and ``tags_output`` (if any) holds tag probabilities.
     variable_length: whether the graph accepts other window lengths than ``window``.
+    precision: the graph's arithmetic: 'fp32', 'fp16' (float16 weights and compute) or 'int8' (static
+      QDQ quantization); inputs and outputs are float32 in every case.
     """
 
     name: str
@@ -54,6 +57,7 @@ class ModelInfo:
     patch_frames: Optional[int] = None
     variable_length: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
+    precision: Precision = "fp32"
     format_version: int = FORMAT_VERSION
 
     @property
@@ -109,7 +113,11 @@ def read_model_info(path: str | Path) -> ModelInfo:
 
 def info_from_session(session: Any, origin: str) -> ModelInfo:
     """The metadata of an open ONNX Runtime session."""
-    meta = session.get_modelmeta().custom_metadata_map
+    return info_from_metadata(session.get_modelmeta().custom_metadata_map, origin)
+
+
+def info_from_metadata(meta: dict[str, str], origin: str) -> ModelInfo:
+    """The metadata of a model file, given its ONNX ``metadata_props`` as a dict."""
     if METADATA_KEY not in meta:
         raise ModelError(f"{origin}: an ONNX file without mde metadata (export it with mde)")
     return ModelInfo.from_json(meta[METADATA_KEY], origin)

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: runs a model file's graph on batches of log-mel inputs."""
+"""ONNX Runtime backend: runs a model file's graph on batches of log-mel inputs, on the CPU or CUDA."""
 
 from __future__ import annotations
 
@@ -7,19 +7,35 @@ from typing import Sequence
 
 import numpy as np
 
-from mde.errors import ModelError
+from mde.errors import MdeError, MissingExtraError, ModelError
+from mde.runtime.backends.common import check_outputs
 from mde.runtime.package import ModelInfo, info_from_session
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def providers_for(device: str) -> list[str]:
+    """ONNX Runtime execution providers for 'cpu' or 'cuda' (CUDA needs the onnxruntime-gpu package)."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        raise MissingExtraError("onnxruntime-gpu", "gpu", "Running ONNX Runtime on CUDA")
+    return [CUDA_PROVIDER, "CPUExecutionProvider"]
 
 
 class OrtBackend:
     """One ONNX Runtime session over a model file.
 
     threads: intra-op threads for the CPU provider (None lets ONNX Runtime choose, usually all cores).
+    device: 'cpu', or 'cuda' (the CUDA execution provider of onnxruntime-gpu).
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu") -> None:
         import onnxruntime as ort
 
+        providers = providers_for(device)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.inter_op_num_threads = 1
@@ -27,17 +43,17 @@ class OrtBackend:
             options.intra_op_num_threads = threads
         self.path = Path(path)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT's own exception types carry multi-line text
             raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        if providers[0] not in self.session.get_providers():
+            raise MdeError(f"{path}: ONNX Runtime could not use {providers[0]} (no usable CUDA device?)")
         self.info: ModelInfo = info_from_session(self.session, str(path))
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Named outputs for one input batch (float32, the model's input layout)."""
-        unknown = [name for name in outputs if name not in self.output_names]
-        if unknown:
-            raise ModelError(f"{self.info.name}: no output {unknown[0]!r}; it has {self.output_names}")
+        check_outputs(self.info, self.output_names, outputs)
         values = self.session.run(list(outputs), {self.input_name: batch})
         return dict(zip(outputs, values))

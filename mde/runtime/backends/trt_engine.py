@@ -1,0 +1,111 @@
+"""TensorRT backend: runs an engine built by :func:`mde.export.tensorrt.build_engine` on CUDA.
+
+An engine is specific to one GPU model and one TensorRT version, so it lives beside its ONNX model as
+``<model>.<gpu-slug>.trt<version>.plan`` with a JSON sidecar (``.plan.json``) holding the mde metadata and
+the build settings. Device buffers and the CUDA stream are torch CUDA tensors / streams (torch is already
+what mde's GPU paths use; no cuda-python needed). tensorrt and torch are imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mde.errors import MissingExtraError, ModelError
+from mde.runtime.backends.common import check_outputs
+from mde.runtime.backends.cuda import gpu_slug, require_cuda
+from mde.runtime.package import ModelInfo
+
+SIDECAR_SUFFIX = ".json"
+
+
+def import_tensorrt(purpose: str) -> Any:
+    """The tensorrt module, or MissingExtraError naming the 'gpu' extra."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise MissingExtraError("tensorrt", "gpu", purpose) from None
+    return tensorrt
+
+
+def engine_path(onnx_path: Path, gpu: str, trt_version: str) -> Path:
+    """Where the engine of ``onnx_path`` for GPU slug ``gpu`` and TensorRT ``trt_version`` is stored."""
+    return onnx_path.with_name(f"{onnx_path.stem}.{gpu}.trt{trt_version}.plan")
+
+
+def sidecar_path(plan: Path) -> Path:
+    return plan.with_name(plan.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(plan: Path) -> dict[str, Any]:
+    """The sidecar of an engine: {'gpu', 'tensorrt', 'max_batch', 'fp16', 'profile', 'mde': metadata}."""
+    path = sidecar_path(plan)
+    if not path.is_file():
+        raise ModelError(f"{plan}: no metadata sidecar {path.name} (build engines with mde)")
+    return json.loads(path.read_text())
+
+
+class TensorrtBackend:
+    """One deserialized engine and one execution context on the current CUDA device.
+
+    path: an engine (.plan with its sidecar), or an .onnx model whose engine for this GPU and TensorRT
+      version is built on first use (and reused afterwards).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        purpose = "The tensorrt backend"
+        trt = import_tensorrt(purpose)
+        torch = require_cuda(purpose)
+        path = Path(path)
+        if path.suffix == ".onnx":
+            plan = engine_path(path, gpu_slug(torch), trt.__version__)
+            if not plan.is_file():
+                from mde.export.tensorrt import build_engine
+
+                plan = build_engine(path)
+            path = plan
+        sidecar = read_sidecar(path)
+        self.info: ModelInfo = ModelInfo.from_json(json.dumps(sidecar["mde"]), str(path))
+        self.max_batch = int(sidecar["max_batch"])
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise ModelError(f"{path}: TensorRT could not deserialize the engine (built for another GPU or version?)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.input_name = inputs[0]
+        self.output_names = [n for n in names if n not in inputs]
+        self.torch = torch
+        self.trt = trt
+        self.stream = torch.cuda.Stream()
+
+    def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Named outputs for one input batch, run in chunks of at most the engine's max batch."""
+        check_outputs(self.info, self.output_names, outputs)
+        parts = [self._run_chunk(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in outputs}
+
+    def _run_chunk(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        torch = self.torch
+        dtype = self._torch_dtype(self.input_name)
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to("cuda").to(dtype)
+        self.context.set_input_shape(self.input_name, tuple(x.shape))
+        self.context.set_tensor_address(self.input_name, x.data_ptr())
+        results = {}
+        for name in self.output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            results[name] = torch.empty(shape, dtype=self._torch_dtype(name), device="cuda")
+            self.context.set_tensor_address(name, results[name].data_ptr())
+        self.stream.wait_stream(torch.cuda.current_stream())  # x's upload is on the current stream
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise ModelError(f"{self.info.name}: TensorRT execution failed")
+        self.stream.synchronize()
+        return {name: value.float().cpu().numpy() for name, value in results.items()}
+
+    def _torch_dtype(self, name: str) -> Any:
+        kind = self.engine.get_tensor_dtype(name)
+        return self.torch.float16 if kind == self.trt.DataType.HALF else self.torch.float32
