@@ -18,9 +18,10 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from mde.cli import embed, models, train
+    from mde.cli import embed, export, models, train
 
     embed.register(app)
+    export.register(app)
     models.register(app)
     train.register(app)
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from mde.runtime.package import ModelInfo
 
 
 def example_signal(n_samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
@@ -24,3 +29,20 @@ def example_signal(n_samples: int, sample_rate: int, seed: int = 0) -> np.ndarra
 def example_windows(window: int, sample_rate: int, n_windows: int, seed: int = 0) -> np.ndarray:
     """float32 (n_windows, window): consecutive windows (``window`` in samples) of :func:`example_signal`."""
     return example_signal(window * n_windows, sample_rate, seed).reshape(n_windows, window)
+
+
+def example_inputs(info: "ModelInfo", n_windows: int = 3, seed: int = 0) -> np.ndarray:
+    """float32 (n_windows, n_mels, frames): network inputs of :func:`example_signal`, framed as the
+    runtime frames the model (consecutive audio windows through the C front end, or consecutive patches
+    of one log-mel over the whole signal)."""
+    from mde.runtime.chunker import cut_frames, frame_grid
+    from mde.runtime.frontend import MelSpectrogram
+
+    if info.frontend is None:
+        raise ValueError(f"{info.name}: no log-mel front end to build example inputs with")
+    frontend = MelSpectrogram.from_config(info.frontend)
+    if info.framing == "audio_windows":
+        return frontend(example_windows(info.window, info.sample_rate, n_windows, seed))
+    grid = frame_grid(info)
+    logmel = frontend(example_signal(grid.min_samples + (n_windows - 1) * info.hop, info.sample_rate, seed))
+    return cut_frames(logmel, grid.starts(logmel.shape[-1])[:n_windows], grid.length)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mde.errors import MissingExtraError, ParityError
+from mde.errors import MissingExtraError, ModelError, ParityError
 from mde.runtime.package import METADATA_KEY, ModelInfo
 
 INPUT_NAME = "logmel"
@@ -105,6 +105,28 @@ def check_parity(onnx_bytes: bytes, module: nn.Module, example_logmel: np.ndarra
     if failures:
         raise ParityError("ONNX Runtime differs from torch: " + "; ".join(failures))
     return deltas
+
+
+def read_metadata(model_bytes: bytes) -> ModelInfo:
+    """The mde metadata of a serialized model (ModelError without it)."""
+    import onnx
+
+    props = {prop.key: prop.value for prop in onnx.load_from_string(model_bytes).metadata_props}
+    if METADATA_KEY not in props:
+        raise ModelError("an ONNX model without mde metadata (export it with mde)")
+    return ModelInfo.from_json(props[METADATA_KEY])
+
+
+def with_metadata(model: Any, info: ModelInfo) -> bytes:
+    """Serialized ``model`` (an onnx.ModelProto or its bytes) whose mde metadata is ``info``; other
+    metadata entries are kept."""
+    import onnx
+
+    if isinstance(model, bytes):
+        model = onnx.load_from_string(model)
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, METADATA_KEY: info.to_json()})
+    return model.SerializeToString()
 
 
 def _as_batch(logmel: np.ndarray) -> np.ndarray:

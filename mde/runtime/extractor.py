@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -164,15 +164,9 @@ class Model:
         self, samples: np.ndarray, grid: FrameGrid, outputs: list[str]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Frame starts (in grid units) and the stacked outputs for every frame."""
-        if grid.unit == "sample":
-            source, starts = samples, grid.starts(len(samples))
-        else:
-            source = self.frontend(samples)  # one log-mel over the whole signal: (n_mels, frames)
-            starts = grid.starts(source.shape[-1])
+        starts, batches = frame_inputs(samples, grid, self.frontend, self.batch_size)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-        for first in range(0, len(starts), self.batch_size):
-            frames = cut_frames(source, starts[first : first + self.batch_size], grid.length)
-            batch = self.frontend(frames) if grid.unit == "sample" else frames
+        for batch in batches:
             for name, value in self.backend.run(batch, outputs).items():
                 parts[name].append(value)
         values = {
@@ -180,6 +174,28 @@ class Model:
             for name, chunks in parts.items()
         }
         return starts, values
+
+
+def frame_inputs(
+    samples: np.ndarray, grid: FrameGrid, frontend: MelSpectrogram, batch_size: int
+) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+    """Frame starts (in grid units) and the model inputs of those frames, ``batch_size`` at a time.
+
+    Audio-window models get one log-mel per cut window; mel-patch models get patches cut from one
+    log-mel over the whole signal. ``samples`` must already hold at least ``grid.min_samples``.
+    """
+    if grid.unit == "sample":
+        source, starts = samples, grid.starts(len(samples))
+    else:
+        source = frontend(samples)  # one log-mel over the whole signal: (n_mels, frames)
+        starts = grid.starts(source.shape[-1])
+
+    def batches() -> Iterator[np.ndarray]:
+        for first in range(0, len(starts), batch_size):
+            frames = cut_frames(source, starts[first : first + batch_size], grid.length)
+            yield frontend(frames) if grid.unit == "sample" else frames
+
+    return starts, batches()
 
 
 def load_model(

@@ -29,7 +29,7 @@ try:
 except ImportError:
     raise MissingExtraError("torch", "export", "Importing a checkpoint") from None
 
-from mde.export.examples import example_windows  # noqa: E402
+from mde.export.examples import example_inputs  # noqa: E402
 from mde.export.onnx_export import export_onnx  # noqa: E402  (needs torch)
 from mde.trainer.models import ModelSpec, get_model_spec  # noqa: E402
 
@@ -63,6 +63,19 @@ def import_seed(path: str | os.PathLike[str], name: Optional[str] = None, overwr
     Raises CheckpointError (unreadable / unrecognised checkpoint, front end that differs from mde's),
     ParityError (ONNX Runtime differs from torch) or ModelError (name taken without ``overwrite``).
     """
+    network, info = load_seed(path, name=name, arch=arch)
+    store.model_path(info.name)  # reject a bad name before the export work
+    onnx_bytes = export_onnx(network, example_inputs(info, EXAMPLE_WINDOWS), info)
+    return store.save(onnx_bytes, info.name, overwrite=overwrite), info
+
+
+def load_seed(path: str | os.PathLike[str], name: Optional[str] = None,
+              arch: Optional[str] = None) -> tuple[torch.nn.Module, ModelInfo]:
+    """The network of a seed checkpoint (eval mode, weights loaded) and its metadata, after the
+    architecture is recognised and the checkpoint's front-end buffers are checked against mde's.
+
+    name, arch: as for :func:`import_seed`.
+    """
     path = Path(path)
     checkpoint = read_checkpoint(path)
     state = extract_state_dict(checkpoint, STATE_PREFIX, origin=str(path))
@@ -70,14 +83,9 @@ def import_seed(path: str | os.PathLike[str], name: Optional[str] = None, overwr
     if arch not in SEED_ARCHITECTURES:
         raise CheckpointError(f"--arch {arch!r} is not a seed architecture ({', '.join(SEED_ARCHITECTURES)})")
     spec = get_model_spec(arch)
-    frontend = MelSpectrogram.from_config(spec.frontend)
-    check_frontend_buffers(state, frontend, str(path))
+    check_frontend_buffers(state, MelSpectrogram.from_config(spec.frontend), str(path))
     network = load_network(spec, state, str(path))
-    info = seed_model_info(spec, path.name, name or DEFAULT_NAMES[arch])
-    store.model_path(info.name)  # reject a bad name before the export work
-    example = frontend(example_windows(spec.input_length, spec.frontend.sample_rate, EXAMPLE_WINDOWS))
-    onnx_bytes = export_onnx(network, example, info)
-    return store.save(onnx_bytes, info.name, overwrite=overwrite), info
+    return network, seed_model_info(spec, path.name, name or DEFAULT_NAMES[arch])
 
 
 def identify_architecture(checkpoint: dict, state: dict[str, np.ndarray], file_name: str) -> str:

@@ -1,0 +1,177 @@
+"""``mde export``'s Python side: a training run, a seed checkpoint or an mde model file -> an mde model
+file in fp32, fp16 or int8.
+
+Sources:
+* a run folder (or its ``checkpoints/best.pt``): the registry network is rebuilt with the run's tag
+  count and best weights, and its metadata is made from the registry entry and the run;
+* a first-seed ``.ckpt``: read by :mod:`mde.export.importers.seed`;
+* a stored model name or an ``.onnx`` file (fp32): only the precision conversion applies.
+
+A torch source is exported to ONNX (opset >= 17, dynamic batch) and checked against torch on
+synthesized music-like windows plus, when ``calib`` is given, windows of that real audio; the graph is
+then simplified offline by ONNX Runtime at ORT_ENABLE_BASIC (constant folding, redundant-node removal,
+Conv+BatchNorm / Conv+Add / Conv+Mul fusions: standard ONNX ops only). EXTENDED and above insert
+ONNX Runtime contrib ops (FusedConv, ...) that only ORT's CPU/CUDA providers run, and ORT documents such
+offline-optimized files as tied to the machine's provider; BASIC keeps the file portable to TensorRT
+and other providers. The simplified graph is checked against torch again, then converted to fp16 or
+int8 (:mod:`mde.export.quantize`) and checked against the fp32 graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from mde.errors import MdeError, ModelError
+from mde.export.calibration import audio_windows, spread
+from mde.export.examples import example_inputs
+from mde.export.onnx_export import check_parity, export_onnx, read_metadata, with_metadata
+from mde.export.quantize import MIN_CALIBRATION_WINDOWS, Agreement, to_fp16, to_int8
+from mde.runtime import store
+from mde.runtime.package import ModelInfo
+from mde.runtime.writers import atomic_path
+
+MIN_OPSET = 17
+EXAMPLE_WINDOWS = 3
+"""Synthesized windows in every parity check."""
+REAL_PARITY_WINDOWS = 16
+"""Windows of the ``calib`` audio added to the torch and fp16 parity checks (evenly spread)."""
+CALIBRATION_LIMIT = 200
+"""Most calibration windows used (evenly spread over all those the audio gives)."""
+RUN_LICENCE = "unknown"
+
+
+class ExportResult(NamedTuple):
+    """What :func:`export_model` wrote and how it checked.
+
+    path: the written file. info: its metadata.
+    torch_deltas: max |ONNX Runtime - torch| per output of the fp32 graph (empty for an ONNX source).
+    agreement: the fp16 / int8 graph against the fp32 one (None for fp32).
+    """
+
+    path: Path
+    info: ModelInfo
+    torch_deltas: dict[str, float]
+    agreement: Optional[Agreement]
+
+
+def export_model(source: str | os.PathLike[str], out: str | os.PathLike[str], *, fp16: bool = False,
+                 int8: bool = False, calib: Optional[str | os.PathLike[str]] = None,
+                 calib_hop: Optional[float] = None, opset: int = MIN_OPSET,
+                 name: Optional[str] = None) -> ExportResult:
+    """Export ``source`` (run folder, best.pt, seed .ckpt, stored model name or .onnx file) to ``out``.
+
+    fp16 / int8: the precision (at most one; fp32 otherwise). calib: audio folder, manifest CSV or audio
+    file: real audio for the parity checks, and the int8 calibration set (>= 100 windows). calib_hop:
+    seconds between calibration windows (default: the model's hop). name: the model name in the
+    metadata (default: the run folder's name, the seed's default name, or the source model's name).
+    Raises MdeError for bad input, ParityError when a check fails; ``out`` is written atomically.
+    """
+    if fp16 and int8:
+        raise MdeError("choose one of --fp16 and --int8")
+    if int8 and calib is None:
+        raise MdeError(f"--int8 needs --calib: a folder or manifest of real audio (>= {MIN_CALIBRATION_WINDOWS} windows)")
+    if opset < MIN_OPSET:
+        raise MdeError(f"--opset {opset}: mde exports need opset {MIN_OPSET} or later")
+    if name is not None:
+        store.check_name(name)
+    network, info, data = _load_source(Path(source), name)
+    examples = example_inputs(info, EXAMPLE_WINDOWS)
+    real = None
+    if calib is not None:
+        real = audio_windows(calib, info, hop=calib_hop)
+    check = examples if real is None else np.concatenate([examples, spread(real, REAL_PARITY_WINDOWS)])
+    deltas: dict[str, float] = {}
+    if network is not None:
+        data, deltas = _export_fp32(network, info, check, opset)
+    agreement = None
+    if fp16:
+        data, agreement = to_fp16(data, check)
+    elif int8 and real is not None:
+        calibration = spread(real, CALIBRATION_LIMIT)
+        data, agreement = to_int8(data, calibration, np.concatenate([examples, calibration]))
+    info = dataclasses.replace(read_metadata(data), name=name or info.name)
+    data = with_metadata(data, info)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+    return ExportResult(out, info, deltas, agreement)
+
+
+def _load_source(source: Path, name: Optional[str]):
+    """(torch network or None, metadata, fp32 ONNX bytes or None) of an export source."""
+    if source.is_dir():
+        return (*_load_run(source / "checkpoints" / "best.pt", source.name), None)
+    if source.is_file() and source.suffix == ".pt":
+        return (*_load_run(source, source.parent.parent.name), None)
+    if source.is_file() and source.suffix == ".ckpt":
+        from mde.export.importers.seed import load_seed
+
+        return (*load_seed(source, name=name), None)
+    if source.suffix not in ("", store.MODEL_SUFFIX) and not source.exists():
+        raise MdeError(f"{source}: no such run folder, checkpoint or model file")
+    path = store.resolve(source)
+    from mde.runtime.package import read_model_info
+
+    info = read_model_info(path)
+    if info.precision != "fp32":
+        raise ModelError(f"{path}: already {info.precision}; export from an fp32 model")
+    return None, info, path.read_bytes()
+
+
+def _load_run(best: Path, run_name: str):
+    """(network with the run's best weights, metadata) of a training run's best checkpoint."""
+    import torch
+
+    from mde.trainer.models import get_model_spec
+    from mde.trainer.run_dir import RunDir
+
+    if not best.is_file():
+        raise MdeError(f"{best.parent.parent}: no checkpoints/best.pt (is this a training run folder?)")
+    checkpoint = RunDir(best.parent.parent).load_checkpoint(best)
+    spec = get_model_spec(checkpoint["architecture"])
+    tag_names = tuple(checkpoint["tag_names"])
+    network = spec.factory(n_tags=len(tag_names))
+    network.load_state_dict(checkpoint["model"])
+    network.eval()
+    patch = spec.n_frames if spec.framing == "mel_patches" else None
+    window = patch * spec.frontend.hop_length if patch else spec.input_length
+    info = ModelInfo(
+        name=run_name, architecture=spec.architecture, source=f"mde train run {best.parent.parent}",
+        licence=RUN_LICENCE, sample_rate=spec.sample_rate, window=window, hop=window, input_kind="logmel",
+        framing=spec.framing, frontend=spec.frontend, embedding_dim=spec.embedding_dim, tag_names=tag_names,
+        embedding_output=spec.embedding_output, tags_output="tags",
+        outputs={spec.embedding_output: spec.embedding_dim, "tags": len(tag_names)}, patch_frames=patch,
+        variable_length=spec.variable_length, metrics=dict(checkpoint.get("valid", {})),
+    )
+    with torch.no_grad():
+        sizes = {k: int(v.shape[1]) for k, v in network(torch.from_numpy(example_inputs(info, 1))).items()}
+    outputs = {key: sizes[key] for key in info.outputs}
+    return network, dataclasses.replace(info, outputs=outputs, embedding_dim=outputs[spec.embedding_output])
+
+
+def _export_fp32(network, info: ModelInfo, windows: np.ndarray, opset: int) -> tuple[bytes, dict[str, float]]:
+    """ONNX bytes of ``network`` checked against torch on ``windows`` before and after ORT's offline
+    BASIC optimization; the max |delta| per output of the optimized graph."""
+    data = export_onnx(network, windows, info, opset=opset)
+    optimized = with_metadata(optimize_basic(data), info)
+    return optimized, check_parity(optimized, network, windows)
+
+
+def optimize_basic(model_bytes: bytes) -> bytes:
+    """``model_bytes`` simplified by ONNX Runtime's offline ORT_ENABLE_BASIC graph optimizations (standard
+    ONNX ops only). ORT drops custom metadata when it writes the file: re-attach it with ``with_metadata``."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="mde-opt-") as tmp:
+        target = Path(tmp) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(target)
+        ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        return target.read_bytes()

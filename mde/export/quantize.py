@@ -1,0 +1,211 @@
+"""Reduced-precision copies of an fp32 mde model file, each checked against the fp32 file in ONNX Runtime.
+
+* :func:`to_fp16`: float16 weights and arithmetic, float32 graph inputs and outputs (onnxconverter-common).
+* :func:`to_int8`: static QDQ quantization (int8 weights per channel, int8 activations), calibrated on
+  log-mel windows of real audio (onnxruntime.quantization).
+
+Both keep the ONNX metadata (with ``precision`` updated) so the result is a complete model file that
+the runtime loads like any other. :func:`compare` gives the agreement figures the checks are based on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from mde.errors import MdeError, MissingExtraError, ParityError
+from mde.export.onnx_export import INPUT_NAME, read_metadata, with_metadata
+from mde.runtime.package import METADATA_KEY, ModelInfo, Precision
+
+FP16_MIN_COSINE = 0.999
+"""Smallest embedding cosine (fp16 vs fp32) accepted, per window."""
+FP16_TAGS_ATOL = 1e-2
+"""Largest |fp16 - fp32| tag probability accepted."""
+INT8_MIN_COSINE = 0.98
+"""Smallest embedding cosine (int8 vs fp32) accepted, per window."""
+MIN_CALIBRATION_WINDOWS = 100
+CALIBRATION_BATCH = 4
+"""Windows per calibration inference."""
+CALIBRATION_FLUSH = 8
+"""Calibration inferences whose intermediate tensors are kept before their ranges are folded in (bounds
+memory: FCN29's first layers alone hold ~60 MB per 29 s window)."""
+TOP_K = 5
+INT8_OP_TYPES = ("Conv", "Gemm", "MatMul")
+"""Ops quantized to int8; the others (BatchNormalization after ReLU in musicnn, pooling, ...) stay float32
+between DequantizeLinear / QuantizeLinear. Quantizing every supported op drops MTT_musicnn's min embedding
+cosine to ~0.79; these three keep it at ~0.98 (MinMax) and hold nearly all the arithmetic."""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a reduced-precision model agrees with its fp32 source on the same log-mel windows.
+
+    cosine_min, cosine_mean: cosine similarity of the embedding output, per window.
+    tags_max_delta: largest |reduced - fp32| tag probability (None without a tags output).
+    top5_agreement: fraction of windows whose top-5 tag sets are equal (None without tags).
+    windows: how many windows were compared.
+    """
+
+    cosine_min: float
+    cosine_mean: float
+    tags_max_delta: float | None
+    top5_agreement: float | None
+    windows: int
+
+    def describe(self) -> str:
+        text = f"embedding cosine min {self.cosine_min:.5f} mean {self.cosine_mean:.5f}"
+        if self.tags_max_delta is not None:
+            text += f", tags max |delta| {self.tags_max_delta:.2e}, top-{TOP_K} agreement {self.top5_agreement:.1%}"
+        return f"{text} over {self.windows} windows"
+
+
+def to_fp16(model_bytes: bytes, windows: np.ndarray) -> tuple[bytes, Agreement]:
+    """The model with float16 weights and compute (float32 in and out), and its agreement with fp32 on
+    ``windows`` (float32 (n, n_mels, frames) log-mels). ParityError below FP16_MIN_COSINE or above
+    FP16_TAGS_ATOL. Every op of the mde architectures (Conv, BatchNormalization, MaxPool, Gemm, ...) has
+    a float16 kernel on ONNX Runtime's CPU provider, so no op is kept in float32."""
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise MissingExtraError("onnxconverter-common", "export", "Converting a model to fp16") from None
+    import onnx
+
+    model = _outputs_as_leaves(onnx.load_from_string(model_bytes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one notice per weight too small for float16 (flushed to 0 / 1e-7)
+        converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    data = _with_precision(converted, "fp16")
+    agreement = compare(model_bytes, data, windows)
+    failures = []
+    if not agreement.cosine_min >= FP16_MIN_COSINE:
+        failures.append(f"embedding cosine {agreement.cosine_min:.5f} < {FP16_MIN_COSINE}")
+    if agreement.tags_max_delta is not None and not agreement.tags_max_delta <= FP16_TAGS_ATOL:
+        failures.append(f"tags max |delta| {agreement.tags_max_delta:.3e} > {FP16_TAGS_ATOL}")
+    if failures:
+        raise ParityError(f"fp16 differs from fp32: {'; '.join(failures)} ({agreement.describe()})")
+    return data, agreement
+
+
+def to_int8(model_bytes: bytes, calibration_windows: np.ndarray,
+            check_windows: np.ndarray | None = None) -> tuple[bytes, Agreement]:
+    """The model statically quantized to int8 (QDQ, per-channel int8 weights, int8 activations, MinMax
+    ranges from ``calibration_windows``: float32 (n >= 100, n_mels, frames) log-mels of real audio) and
+    its agreement with fp32 on ``check_windows`` (default: the calibration windows). ParityError below
+    INT8_MIN_COSINE; MdeError for fewer than MIN_CALIBRATION_WINDOWS windows."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calibration_windows) < MIN_CALIBRATION_WINDOWS:
+        raise MdeError(
+            f"int8 calibration needs at least {MIN_CALIBRATION_WINDOWS} windows of real audio, got "
+            f"{len(calibration_windows)} (add audio to --calib or shorten --calib-hop)"
+        )
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="mde-int8-") as tmp, _quiet_root_logger():
+        source, prepared, quantized = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        source.write_bytes(model_bytes)
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(quantized), _CalibrationReader(calibration_windows),
+            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=list(INT8_OP_TYPES), extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_FLUSH},
+        )
+        data = _with_precision(onnx.load(str(quantized)), "int8")
+    agreement = compare(model_bytes, data, calibration_windows if check_windows is None else check_windows)
+    if not agreement.cosine_min >= INT8_MIN_COSINE:
+        raise ParityError(f"int8 differs from fp32: embedding cosine {agreement.cosine_min:.5f} < "
+                          f"{INT8_MIN_COSINE} ({agreement.describe()})")
+    return data, agreement
+
+
+def compare(reference: bytes, candidate: bytes, windows: np.ndarray, batch: int = 8) -> Agreement:
+    """Agreement of ``candidate`` with ``reference`` (two serialized mde models of the same graph
+    outputs) on float32 (n, n_mels, frames) log-mel ``windows``, both run on ONNX Runtime's CPU provider."""
+    info = read_metadata(reference)
+    names = [info.embedding_output] + ([info.tags_output] if info.tags_output else [])
+    want = _run(reference, windows, names, batch)
+    got = _run(candidate, windows, names, batch)
+    a, b = want[info.embedding_output].astype(np.float64), got[info.embedding_output].astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+    tags_delta = top5 = None
+    if info.tags_output:
+        tags_want, tags_got = want[info.tags_output], got[info.tags_output]
+        tags_delta = float(np.abs(tags_got - tags_want).max())
+        top5 = float(np.mean([set(x) == set(y) for x, y in zip(_top(tags_want), _top(tags_got))]))
+    return Agreement(float(cosine.min()), float(cosine.mean()), tags_delta, top5, len(windows))
+
+
+def _top(scores: np.ndarray) -> np.ndarray:
+    return np.argsort(-scores, axis=1)[:, :TOP_K]
+
+
+def _run(model: bytes, windows: np.ndarray, names: list[str], batch: int) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    parts = [session.run(names, {INPUT_NAME: windows[i : i + batch]}) for i in range(0, len(windows), batch)]
+    return {name: np.concatenate([part[k] for part in parts]) for k, name in enumerate(names)}
+
+
+def _outputs_as_leaves(model: Any) -> Any:
+    """``model`` (an onnx.ModelProto, changed in place) with every graph output that other nodes also
+    read (FCN's 'embedding' feeds its classifier) produced by an Identity of an internal tensor.
+
+    onnxconverter-common casts a kept-float32 output right where it is produced, so a node reading it
+    would get float32 beside float16 weights; reading the internal tensor keeps the graph in float16.
+    """
+    from onnx import helper
+
+    outputs = {output.name for output in model.graph.output}
+    read = {name for node in model.graph.node for name in node.input}
+    for name in outputs & read:
+        internal = f"{name}__value"
+        for node in model.graph.node:
+            node.input[:] = [internal if value == name else value for value in node.input]
+            node.output[:] = [internal if value == name else value for value in node.output]
+        model.graph.node.append(helper.make_node("Identity", [internal], [name], name=f"{name}__output"))
+    return model
+
+
+def _with_precision(model: Any, precision: Precision) -> bytes:
+    """Serialized ``model`` (an onnx.ModelProto) with its mde metadata's precision set."""
+    info = ModelInfo.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    return with_metadata(model, dataclasses.replace(info, precision=precision))
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization logs notices on the root logger (e.g. one per BatchNormalization weight
+    it does not quantize per channel); mde prints its own figures instead."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+class _CalibrationReader(CalibrationDataReader):
+    """onnxruntime.quantization CalibrationDataReader over log-mel windows, CALIBRATION_BATCH at a time."""
+
+    def __init__(self, windows: np.ndarray) -> None:
+        self._batches: Iterator[np.ndarray] = (
+            np.ascontiguousarray(windows[i : i + CALIBRATION_BATCH], dtype=np.float32)
+            for i in range(0, len(windows), CALIBRATION_BATCH)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
