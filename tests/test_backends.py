@@ -98,7 +98,7 @@ def test_torch_backend_fp16_cuda_graphs_match_ort(fcn05_path):
 @pytest.mark.skipif(not HAS_TENSORRT, reason="tensorrt is not installed")
 def test_tensorrt_engine_builds_and_matches_ort(fcn05_path, tmp_path):
     from mde.export.tensorrt import build_engine
-    from mde.runtime.backends.trt_engine import read_sidecar
+    from mde.torch_backends.tensorrt_runner import read_sidecar
 
     plan = build_engine(fcn05_path, max_batch=8, timing_cache=tmp_path / "cache")
     assert (tmp_path / "cache").is_file() and read_sidecar(plan)["max_batch"] == 8

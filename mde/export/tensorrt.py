@@ -1,7 +1,7 @@
 """Build a TensorRT engine from an mde model file (TensorRT 10 Python API; needs a CUDA GPU).
 
 The engine is stored beside the model as ``<model>.<gpu-slug>.trt<version>.plan`` with a JSON sidecar
-(see :mod:`mde.runtime.backends.trt_engine`), so engines for several GPUs / TensorRT versions coexist.
+(see :mod:`mde.torch_backends.tensorrt_runner`), so engines for several GPUs / TensorRT versions coexist.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mde.errors import MdeError
-from mde.runtime.backends.cuda import gpu_slug, require_cuda
-from mde.runtime.backends.trt_engine import engine_path, import_tensorrt, sidecar_path
+from mde.torch_backends.cuda import gpu_slug, require_cuda
+from mde.torch_backends.tensorrt_runner import engine_path, import_tensorrt, sidecar_path
 from mde.runtime.extractor import DEFAULT_BATCH_SIZE
 from mde.runtime.package import ModelInfo, read_model_info
 

@@ -16,10 +16,10 @@ def check_backend(backend: str = "ort", device: str = "cpu") -> None:
 
         providers_for(device)
         return
-    from mde.runtime.backends.cuda import import_torch, require_cuda
+    from mde.torch_backends.cuda import import_torch, require_cuda
 
     if backend == "tensorrt":
-        from mde.runtime.backends.trt_engine import import_tensorrt
+        from mde.torch_backends.tensorrt_runner import import_tensorrt
 
         import_tensorrt("The tensorrt backend")
     purpose = f"The {backend} backend"
@@ -45,9 +45,9 @@ def make_backend(path: str | Path, backend: str = "ort", device: str = "cpu",
 
         return OrtBackend(path, threads=threads, device=device)
     if backend == "torch":
-        from mde.runtime.backends.torch_backend import TorchBackend
+        from mde.torch_backends.torch_runner import TorchBackend
 
         return TorchBackend(path, device=device, threads=threads)
-    from mde.runtime.backends.trt_engine import TensorrtBackend
+    from mde.torch_backends.tensorrt_runner import TensorrtBackend
 
     return TensorrtBackend(path)

@@ -1,6 +1,6 @@
 """torch backend: a model file's ONNX graph run by torch, for GPUs without onnxruntime-gpu (and the CPU).
 
-The graph is interpreted op by op (:mod:`mde.runtime.backends.onnx_torch`), so the network and weights are
+The graph is interpreted op by op (:mod:`mde.torch_backends.graph`), so the network and weights are
 exactly the file's. On CUDA it runs under fp16 autocast and replays one captured CUDA graph per input
 shape (batch size, frames), which removes the per-op launch overhead of small batches. torch and onnx are
 imported only when this module is (the factory imports it lazily).
@@ -15,7 +15,7 @@ import numpy as np
 
 from mde.errors import MissingExtraError, ModelError
 from mde.runtime.backends.common import check_outputs
-from mde.runtime.backends.cuda import import_torch, require_cuda
+from mde.torch_backends.cuda import import_torch, require_cuda
 from mde.runtime.package import ModelInfo, info_from_metadata
 
 MAX_CUDA_GRAPHS = 16  # input shapes captured per backend; further shapes run eagerly
@@ -38,7 +38,7 @@ class TorchBackend:
             import onnx
         except ImportError:
             raise MissingExtraError("onnx", "export", purpose) from None
-        from mde.runtime.backends.onnx_torch import OnnxGraphModule
+        from mde.torch_backends.graph import OnnxGraphModule
 
         self.path = Path(path)
         try:

@@ -16,7 +16,7 @@ import numpy as np
 
 from mde.errors import MissingExtraError, ModelError
 from mde.runtime.backends.common import check_outputs
-from mde.runtime.backends.cuda import gpu_slug, require_cuda
+from mde.torch_backends.cuda import gpu_slug, require_cuda
 from mde.runtime.package import ModelInfo
 
 SIDECAR_SUFFIX = ".json"
