@@ -3,6 +3,8 @@ reproduce the package's TensorFlow outputs (reference/joram_musicnn.npz)."""
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +92,14 @@ def test_short_clip_gets_one_padded_patch(musicnn_home):
 
 def test_default_model_is_imported_on_first_use(shared_data, tmp_path):
     home = tmp_path / "fresh-home"
-    # From the checkout's root, as the README's main command runs: the first-use import must not pick up
-    # the source tree (which has no compiled kernel in CI) instead of the installed package.
-    proc = run_mde("tag", shared_data / MTAT_CLIP, "--json", cwd=REPO, home=home)
+    # The installed `mde` script run from the checkout's root, as the README's main command does: the
+    # first-use import must not pick up the source tree (no compiled kernel there) instead of the package.
+    script = Path(sys.executable).with_name("mde")
+    if not script.is_file():
+        pytest.skip(f"no installed mde script beside {sys.executable} (pip install the package)")
+    env = {**os.environ, "MDE_HOME": str(home)}
+    proc = subprocess.run([str(script), "tag", str(shared_data / MTAT_CLIP), "--json"], cwd=REPO, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "first use: importing the default model MTT_musicnn" in proc.stderr
     assert (home / "models" / "MTT_musicnn.onnx").is_file()
