@@ -35,24 +35,15 @@ def _inputs(paths: List[Path]) -> list[Path]:
     return files
 
 
-def _model_path(model: Optional[str], layer: Optional[str] = None, window: Optional[float] = None,
-                hop: Optional[float] = None, backend: str = "ort", device: str = "cpu") -> Path:
-    """The model file to use, checked (metadata, ``layer``, window and hop, and that ``backend`` can run
-    on ``device`` here) before any work starts."""
-    from mde.errors import ModelError
+def _model_path(model: Optional[str], backend: str = "ort", device: str = "cpu") -> Path:
+    """The model file to use (the default model when None), after checking that ``backend`` can run on
+    ``device`` here, before any work starts."""
     from mde.runtime import store
     from mde.runtime.backends.factory import check_backend
-    from mde.runtime.chunker import frame_grid
     from mde.runtime.defaults import default_model_path
-    from mde.runtime.package import read_model_info
 
     check_backend(backend, device)
-    path = default_model_path(announce=err.print) if model is None else store.resolve(model)
-    info = read_model_info(path)
-    if layer is not None and layer not in info.outputs:
-        raise ModelError(f"{info.name}: no layer {layer!r}; choose from {', '.join(sorted(info.outputs))}")
-    frame_grid(info, window=window, hop=hop)
-    return path
+    return default_model_path(announce=err.print) if model is None else store.resolve(model)
 
 
 def embed(
@@ -75,7 +66,11 @@ def embed(
 
     settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite,
                              backend=backend, device=device)
-    model_path = _model_path(model, layer, window, hop, backend, device)
+    from mde.runtime.extractor import check_request
+    from mde.runtime.package import read_model_info
+
+    model_path = _model_path(model, backend, device)
+    check_request(read_model_info(model_path), layer, window, hop)  # before any worker starts
     sources = _inputs(paths)
     started = time.perf_counter()
     with file_progress() as progress:
@@ -115,10 +110,10 @@ def tag(
 ) -> None:
     """Print the most probable tags of each file (mean over frames), or of each frame with --frames."""
     from mde.errors import MdeError, ModelError
-    from mde.runtime.extractor import Model
+    from mde.runtime.extractor import Model, check_request
 
-    path = _model_path(model, window=window, hop=hop, backend=backend, device=device)
-    loaded = Model(path, threads=threads, backend=backend, device=device)
+    loaded = Model(_model_path(model, backend, device), threads=threads, backend=backend, device=device)
+    check_request(loaded.info, window=window, hop=hop)
     if not loaded.info.tag_names:
         raise ModelError(f"model {loaded.name!r} has no tags; use 'mde embed'")
     documents, failures = [], []

@@ -153,8 +153,7 @@ class Model:
         return pad_to_length(samples, grid.min_samples)
 
     def _output_names(self, layer: str) -> list[str]:
-        if layer not in self.info.outputs:
-            raise ModelError(f"{self.name}: no layer {layer!r}; choose from {sorted(self.info.outputs)}")
+        check_request(self.info, layer=layer)
         names = [layer]
         if self.info.tags_output and self.info.tags_output != layer:
             names.append(self.info.tags_output)
@@ -174,6 +173,15 @@ class Model:
             for name, chunks in parts.items()
         }
         return starts, values
+
+
+def check_request(
+    info: ModelInfo, layer: Optional[str] = None, window: Optional[float] = None, hop: Optional[float] = None
+) -> None:
+    """ModelError / MdeError unless the model has output ``layer`` and accepts ``window`` and ``hop`` (seconds)."""
+    if layer is not None and layer not in info.outputs:
+        raise ModelError(f"{info.name}: no layer {layer!r}; choose from {', '.join(sorted(info.outputs))}")
+    frame_grid(info, window=window, hop=hop)
 
 
 def frame_inputs(
