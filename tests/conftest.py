@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -22,6 +24,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"shared test data not found at {SHARED_DATA} (set MDE_TEST_DATA)")
     return SHARED_DATA
+
+
+@contextmanager
+def store_at(home: Path) -> Iterator[Path]:
+    """Point the model store at ``home`` for the duration of the block (for session-scoped fixtures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MDE_HOME", str(home))
+        yield home
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MTAT_CLIP, REPO
+from conftest import MTAT_CLIP, REPO, store_at
 from test_cli import assert_one_line_error, run_mde
 
 pytest.importorskip("torch")
@@ -26,16 +26,9 @@ def musicnn_home(tmp_path_factory) -> Path:
     from mde.export.importers.musicnn import import_musicnn
 
     home = tmp_path_factory.mktemp("musicnn-home")
-    previous = os.environ.get("MDE_HOME")
-    os.environ["MDE_HOME"] = str(home)
-    try:
+    with store_at(home):
         for name in ("MTT_musicnn", "MSD_musicnn", "MTT_vgg"):
             import_musicnn(name)
-    finally:
-        if previous is None:
-            del os.environ["MDE_HOME"]
-        else:
-            os.environ["MDE_HOME"] = previous
     return home
 
 

@@ -1,13 +1,12 @@
 """End to end: importing the seed's real checkpoints and embedding the real MTAT clip reproduces
 the original pipeline's outputs (reference/joram_fcn05.npz, joram_fcn29.npz)."""
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FCN05_CKPT, FCN29_CKPT, MTAT_CLIP
+from conftest import FCN05_CKPT, FCN29_CKPT, MTAT_CLIP, store_at
 
 pytest.importorskip("torch")
 
@@ -17,18 +16,11 @@ def seed_models(shared_data, tmp_path_factory) -> dict[str, Path]:
     from mde.export.importers.seed import import_seed
 
     home = tmp_path_factory.mktemp("seed-home")
-    previous = os.environ.get("MDE_HOME")
-    os.environ["MDE_HOME"] = str(home)
-    try:
+    with store_at(home):
         return {
             "fcn05": import_seed(shared_data / FCN05_CKPT)[0],
             "fcn29": import_seed(shared_data / FCN29_CKPT)[0],
         }
-    finally:
-        if previous is None:
-            del os.environ["MDE_HOME"]
-        else:
-            os.environ["MDE_HOME"] = previous
 
 
 @pytest.mark.parametrize("arch, reference", [("fcn05", "joram_fcn05.npz"), ("fcn29", "joram_fcn29.npz")])

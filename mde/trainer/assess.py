@@ -22,16 +22,12 @@ def assess(target: str, dataset: str, data: Path, split: str, eval_crops: Option
     return assess_model_file(target, ds, split)
 
 
-def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
 def assess_run(run: Path, ds: TaggingDataset, split: str, eval_crops: Optional[int]) -> dict[str, Any]:
     """The run's best checkpoint, windows averaged per clip as in training."""
     import torch
 
     from mde.trainer.data.loading import EvalClips
-    from mde.trainer.evaluate import predict_clips, score_clips
+    from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips
     from mde.trainer.frontend import TorchMelSpectrogram
     from mde.trainer.loop import resolve_device
     from mde.trainer.models import get_model_spec
@@ -48,13 +44,13 @@ def assess_run(run: Path, ds: TaggingDataset, split: str, eval_crops: Optional[i
     frontend = TorchMelSpectrogram(spec.frontend).to(device)
     clips = torch.utils.data.DataLoader(EvalClips(ds, split, spec.input_length, n_crops=eval_crops, sample_rate=spec.sample_rate), batch_size=None)
     scores, labels = predict_clips(net, frontend, clips, device, ds.single_label)
-    return _numbers(score_clips(scores, labels, ds.tag_names, ds.single_label))
+    return scalar_metrics(score_clips(scores, labels, ds.tag_names, ds.single_label))
 
 
 def assess_model_file(name_or_path: str, ds: TaggingDataset, split: str) -> dict[str, Any]:
     """A model file's clip tags (mean over all its frames) against the dataset labels of the tags both share."""
     from mde.runtime.extractor import load_model
-    from mde.trainer.evaluate import score_clips
+    from mde.trainer.evaluate import scalar_metrics, score_clips
 
     model = load_model(name_or_path)
     shared = [tag for tag in model.info.tag_names if tag in ds.tag_names]
@@ -65,5 +61,5 @@ def assess_model_file(name_or_path: str, ds: TaggingDataset, split: str) -> dict
     clips = ds.split(split)
     scores = np.stack([model.embed(clip.path).mean_tags()[ours] for clip in clips])
     labels = np.stack([clip.labels[theirs] for clip in clips])
-    metrics = _numbers(score_clips(scores, labels, shared, ds.single_label and len(shared) == ds.n_tags))
+    metrics = scalar_metrics(score_clips(scores, labels, shared, ds.single_label and len(shared) == ds.n_tags))
     return {**metrics, "tags_evaluated": len(shared)}

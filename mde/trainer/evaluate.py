@@ -57,6 +57,11 @@ def score_clips(scores: np.ndarray, labels: np.ndarray, tag_names: Sequence[str]
     return metrics
 
 
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The single-number figures of ``metrics`` (what run folders and ``mde eval`` report)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
 def selection_score(metrics: dict[str, Any], single_label: bool) -> float:
     """The validation figure that picks the best checkpoint: accuracy (single-label) or ROC-AUC."""
     return float(metrics["accuracy"] if single_label else metrics["roc_auc"])

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from mde.errors import MdeError
 from mde.trainer.config import TrainConfig
 from mde.trainer.data.dataset import TaggingDataset
-from mde.trainer.evaluate import predict_clips, score_clips, selection_score
+from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips, selection_score
 from mde.trainer.frontend import TorchMelSpectrogram
 from mde.trainer.models import ModelSpec, get_model_spec
 from mde.trainer.run_dir import RunDir
@@ -162,7 +162,7 @@ class Trainer:
             "single_label": self.single_label,
             "frontend": self.spec.frontend.to_dict(),
             "epoch": self.epoch,
-            "valid": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            "valid": scalar_metrics(metrics),
         }
 
     def _optimizer_kind(self, epoch: int) -> str:
@@ -291,7 +291,7 @@ class Trainer:
         results = {}
         for split in ("valid", "test"):
             metrics = self.evaluate(split)
-            results[split] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            results[split] = scalar_metrics(metrics)
             if self.single_label and split == "test":
                 from mde.trainer.metrics import write_confusion_matrix
 
