@@ -112,11 +112,8 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None) -> tuple[np.
     path = Path(path)
     if sr is not None:
         _check_rate(sr, f"{path}: requested sample rate")
-    with _decoder_notices_muted(), _open(path) as f:
-        _check_rate(f.samplerate, f"{path}: sample rate")
-        _check_header(f, path)
-        samples = _read_mono(f, path)
-        _check_decoded(f, path, len(samples))
+    with _decoder_notices_muted(), open_audio(path) as f:
+        samples = _read_mono(f)
         rate = f.samplerate
     if len(samples) == 0:
         raise EmptyAudioFile(f"{path}: the file holds no audio frames")
@@ -290,15 +287,48 @@ def _open_error(path: Path, e: sf.LibsndfileError) -> AudioError:
     return AudioError(f"{path}: cannot open ({reason})")
 
 
-def _read_mono(f: sf.SoundFile, path: Path) -> np.ndarray:
-    """Decode ``f`` to the end in blocks, averaging channels; a decoder error is CorruptAudioError."""
-    out = np.empty(min(max(f.frames, 0), _MAX_PREALLOC), np.float32)
-    block = np.empty((max(1, _BLOCK_SAMPLES // f.channels), f.channels), np.float32)
+def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile:
+    """Open an audio file for decoding after the checks :func:`load_audio` makes before decoding.
+
+    Raises the typed errors of :func:`load_audio` for a missing, empty, unrecognised, truncated file or
+    an unsupported rate. Use it as a context manager; read it with :func:`read_blocks`.
+    """
+    path = Path(path)
+    f = _open(path)
+    try:
+        _check_rate(f.samplerate, f"{path}: sample rate")
+        _check_header(f, path)
+    except AudioError:
+        f.close()
+        raise
+    return f
+
+
+def read_blocks(f: sf.SoundFile, block_frames: int = 0) -> Iterator[np.ndarray]:
+    """Decode an opened file to its end as float32 (frames, channels) blocks of up to ``block_frames``.
+
+    Each block is a view of one reused buffer, valid until the next is yielded. A decoder error, or
+    fewer frames than the header announces, raises CorruptAudioError (the message starts with the path).
+    block_frames: 0 picks a block of about 2**18 samples over all channels.
+    """
+    path = Path(f.name)
+    block = np.empty((block_frames or max(1, _BLOCK_SAMPLES // f.channels), f.channels), np.float32)
     n = 0
     while got := _read_block(f, block, path, n):
+        yield block[:got]
+        n += got
+    _check_decoded(f, path, n)
+
+
+def _read_mono(f: sf.SoundFile) -> np.ndarray:
+    """Decode ``f`` to the end in blocks, averaging channels; a decoder error is CorruptAudioError."""
+    out = np.empty(min(max(f.frames, 0), _MAX_PREALLOC), np.float32)
+    n = 0
+    for block in read_blocks(f):
+        got = len(block)
         if n + got > len(out):
             out.resize(max(2 * len(out), n + got), refcheck=False)
-        out[n : n + got] = to_mono(block[:got])
+        out[n : n + got] = to_mono(block)
         n += got
     out.resize(n, refcheck=False)
     return out

@@ -34,6 +34,34 @@ def store_at(home: Path) -> Iterator[Path]:
         yield home
 
 
+@pytest.fixture(scope="session")
+def musicnn_home(tmp_path_factory) -> Path:
+    """A store holding MTT_musicnn, MSD_musicnn and MTT_vgg, imported once for the session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("musicnn")
+    from mde.export.importers.musicnn import import_musicnn
+
+    home = tmp_path_factory.mktemp("musicnn-home")
+    with store_at(home):
+        for name in ("MTT_musicnn", "MSD_musicnn", "MTT_vgg"):
+            import_musicnn(name)
+    return home
+
+
+@pytest.fixture(scope="session")
+def seed_models(shared_data, tmp_path_factory) -> dict[str, Path]:
+    """The first seed's FCN05 and FCN29 checkpoints imported into a store, once for the session."""
+    pytest.importorskip("torch")
+    from mde.export.importers.seed import import_seed
+
+    home = tmp_path_factory.mktemp("seed-home")
+    with store_at(home):
+        return {
+            "fcn05": import_seed(shared_data / FCN05_CKPT)[0],
+            "fcn29": import_seed(shared_data / FCN29_CKPT)[0],
+        }
+
+
 @pytest.fixture
 def mde_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty private model store for one test."""

@@ -29,7 +29,7 @@ def assert_one_line_error(proc, *fragments):
 
 
 @pytest.mark.parametrize(
-    "command", ["embed", "tag", "models", "import seed", "import musicnn", "export", "train", "eval", "prepare", "synth"]
+    "command", ["embed", "tag", "models", "import seed", "import musicnn", "export", "train", "eval", "prepare", "synth", "stream"]
 )
 def test_every_option_is_explained(command, tmp_path):
     proc = run_mde(*command.split(), "--help", cwd=tmp_path, home=tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MTAT_CLIP, REPO, store_at
+from conftest import MTAT_CLIP, REPO
 from test_cli import assert_one_line_error, run_mde
 
 pytest.importorskip("torch")
@@ -18,18 +18,6 @@ if importlib.util.find_spec("musicnn") is None:
     pytest.skip("the musicnn package is not installed: pip install --no-deps musicnn==0.1.0", allow_module_level=True)
 
 PATCHES = {"0.5s": 0.5, "3s": 3.0, "29s": 29.0}
-
-
-@pytest.fixture(scope="session")
-def musicnn_home(tmp_path_factory) -> Path:
-    """A store holding MTT_musicnn, MSD_musicnn and MTT_vgg, imported once for the session."""
-    from mde.export.importers.musicnn import import_musicnn
-
-    home = tmp_path_factory.mktemp("musicnn-home")
-    with store_at(home):
-        for name in ("MTT_musicnn", "MSD_musicnn", "MTT_vgg"):
-            import_musicnn(name)
-    return home
 
 
 @pytest.mark.parametrize("model", ["MTT_musicnn", "MSD_musicnn"])

@@ -1,26 +1,13 @@
 """End to end: importing the seed's real checkpoints and embedding the real MTAT clip reproduces
 the original pipeline's outputs (reference/joram_fcn05.npz, joram_fcn29.npz)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FCN05_CKPT, FCN29_CKPT, MTAT_CLIP, store_at
+from conftest import FCN05_CKPT, MTAT_CLIP
 
 pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="session")
-def seed_models(shared_data, tmp_path_factory) -> dict[str, Path]:
-    from mde.export.importers.seed import import_seed
-
-    home = tmp_path_factory.mktemp("seed-home")
-    with store_at(home):
-        return {
-            "fcn05": import_seed(shared_data / FCN05_CKPT)[0],
-            "fcn29": import_seed(shared_data / FCN29_CKPT)[0],
-        }
 
 
 @pytest.mark.parametrize("arch, reference", [("fcn05", "joram_fcn05.npz"), ("fcn29", "joram_fcn29.npz")])

@@ -18,11 +18,13 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from mde.cli import embed, export, models, train
+    from mde.cli import bench, embed, export, models, stream, train
 
+    bench.register(app)
     embed.register(app)
     export.register(app)
     models.register(app)
+    stream.register(app)
     train.register(app)
 
 

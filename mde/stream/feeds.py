@@ -1,0 +1,154 @@
+"""From blocks of captured audio to complete frames, exactly as the offline extractor cuts them.
+
+A :class:`RateFeed` resamples the stream to one model rate (soxr's stream resampler, which gives the
+same samples as resampling the whole signal at once) into a shared :class:`UnitBuffer`. Models that cut
+audio windows read it through a :class:`Chunker` directly; models that cut mel patches read a
+:class:`MelFeed`, which computes each log-mel frame once, as soon as its last sample has arrived, with
+the same centre padding the whole-signal front end uses (reflection at the start, and at the end when the
+stream is finished). Each chunker emits a frame as soon as its last unit exists, on the grid of
+:func:`mde.runtime.chunker.frame_grid`, so a stream yields the frames ``embed`` yields for the same signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+import numpy as np
+import soxr
+
+from mde.errors import MdeError
+from mde.runtime.chunker import FrameGrid
+from mde.runtime.frontend import MelSpectrogram
+from mde.runtime.frontend_config import FrontendConfig
+from mde.stream.buffers import UnitBuffer
+
+
+@dataclass
+class ReadyFrame:
+    """A complete frame: which consumer it is for, its start (grid units) and its units (a copy)."""
+
+    consumer: int
+    start: int
+    units: np.ndarray
+
+
+class Chunker:
+    """Cuts frames of ``grid`` from a :class:`UnitBuffer` as soon as they are complete.
+
+    consumer: an opaque index handed back with each frame (the scale it feeds).
+    """
+
+    def __init__(self, grid: FrameGrid, consumer: int) -> None:
+        self.grid = grid
+        self.consumer = consumer
+        self.next_start = 0
+
+    def take(self, buffer: UnitBuffer) -> list[ReadyFrame]:
+        """Every frame whose last unit is in ``buffer``, in order."""
+        frames = []
+        while self.next_start + self.grid.length <= buffer.end:
+            stop = self.next_start + self.grid.length
+            frames.append(ReadyFrame(self.consumer, self.next_start, buffer.view(self.next_start, stop).copy()))
+            self.next_start += self.grid.step
+        return frames
+
+
+class MelFeed:
+    """Log-mel frames of a growing signal, identical to those of one front-end call over the whole signal.
+
+    Frame j covers samples [j*hop - c, j*hop - c + n_fft), c = n_fft // 2 with centre padding (else 0).
+    It is computed once its last sample exists; frames that reach before sample 0 use the configured
+    padding of the start; at :meth:`update` with ``final=True`` the frames reaching past the end are
+    computed with the padding of the end, as the whole-signal front end does.
+    """
+
+    def __init__(self, config: FrontendConfig, threads: int = 1) -> None:
+        self.config = config
+        self._kernel = MelSpectrogram.from_config(replace(config, center=False), threads=threads)
+        self._pad = config.n_fft // 2 if config.center else 0
+        self.frames = UnitBuffer(rows=config.n_mels, capacity=4096)
+        self.chunkers: list[Chunker] = []
+
+    @property
+    def next_frame(self) -> int:
+        return self.frames.end
+
+    def first_sample_needed(self) -> int:
+        """The earliest sample any future frame still reads."""
+        return max(0, self.next_frame * self.config.hop_length - self._pad)
+
+    def update(self, samples: UnitBuffer, final: bool) -> list[ReadyFrame]:
+        """Compute the frames the samples now allow, then return the patches they complete."""
+        cfg = self.config
+        total = samples.end
+        if final:
+            stop = cfg.n_frames(total) if total > self._pad else 0
+        else:
+            stop = max(0, (total + self._pad - cfg.n_fft) // cfg.hop_length + 1)
+            if self._pad and total <= self._pad:  # reflecting the start needs n_fft // 2 + 1 samples
+                stop = 0
+        if stop > self.next_frame:
+            self.frames.append(self._compute(samples, self.next_frame, stop))
+        ready = [frame for chunker in self.chunkers for frame in chunker.take(self.frames)]
+        if self.chunkers:
+            self.frames.discard_before(min(chunker.next_start for chunker in self.chunkers))
+        return ready
+
+    def _compute(self, samples: UnitBuffer, first: int, stop: int) -> np.ndarray:
+        cfg = self.config
+        begin = first * cfg.hop_length - self._pad
+        end = (stop - 1) * cfg.hop_length - self._pad + cfg.n_fft
+        segment = samples.view(max(begin, 0), min(end, samples.end))
+        before, after = max(0, -begin), max(0, end - samples.end)
+        if before or after:
+            mode = "reflect" if cfg.pad_mode == "reflect" else "constant"
+            segment = np.pad(segment, (before, after), mode=mode)
+        return self._kernel(segment)
+
+
+class RateFeed:
+    """The stream at one model rate: resampling, the sample buffer, and every consumer at that rate.
+
+    source_rate, rate: Hz. Consumers are sample chunkers (audio-window models) and mel feeds (one per
+    distinct front end of mel-patch models, shared by all scales that use it).
+    """
+
+    def __init__(self, source_rate: int, rate: int, threads: int = 1) -> None:
+        self.rate = rate
+        self._resampler = None if source_rate == rate else soxr.ResampleStream(
+            source_rate, rate, 1, dtype="float32", quality="HQ"
+        )
+        self.samples = UnitBuffer(capacity=1 << 20)
+        self.window_chunkers: list[Chunker] = []
+        self.mel_feeds: dict[FrontendConfig, MelFeed] = {}
+        self._threads = threads
+
+    def add_window_chunker(self, grid: FrameGrid, consumer: int) -> None:
+        self.window_chunkers.append(Chunker(grid, consumer))
+
+    def add_patch_chunker(self, config: FrontendConfig, grid: FrameGrid, consumer: int) -> None:
+        if config.top_db is not None:
+            raise MdeError(
+                "a model whose front end clips to the whole signal's peak (top_db) cannot be streamed: "
+                "the peak of a stream is not known in advance"
+            )
+        feed = self.mel_feeds.get(config)
+        if feed is None:
+            feed = self.mel_feeds[config] = MelFeed(config, threads=self._threads)
+        feed.chunkers.append(Chunker(grid, consumer))
+
+    def push(self, mono: np.ndarray, final: bool = False) -> list[ReadyFrame]:
+        """Add mono float32 samples at the source rate; the frames they complete, in order per consumer."""
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono, last=final)
+        self.samples.append(np.asarray(mono, np.float32))
+        ready = [frame for chunker in self.window_chunkers for frame in chunker.take(self.samples)]
+        for feed in self.mel_feeds.values():
+            ready += feed.update(self.samples, final)
+        self.samples.discard_before(self._first_sample_needed())
+        return ready
+
+    def _first_sample_needed(self) -> int:
+        needs = [chunker.next_start for chunker in self.window_chunkers]
+        needs += [feed.first_sample_needed() for feed in self.mel_feeds.values()]
+        return min(needs) if needs else self.samples.end
+

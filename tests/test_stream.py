@@ -1,0 +1,223 @@
+"""``mde stream``: buffers, exact framing against the offline extractor, sources, outputs and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import MSD_CLIP, MTAT_CLIP, store_at
+from mde.errors import MdeError
+from mde.runtime.frontend import MelSpectrogram
+from mde.runtime.frontend_config import MUSICNN, SEED_FCN
+from mde.stream.buffers import BlockRing, UnitBuffer
+from mde.stream.feeds import MelFeed
+from mde.stream.scales import parse_per_scale, parse_scales
+from test_cli import assert_one_line_error, run_mde
+
+
+def test_block_ring_keeps_order_and_counts_what_it_drops():
+    ring = BlockRing(slots=3, block_frames=4, channels=2)
+    blocks = [np.full((4, 2), i, np.float32) for i in range(5)]
+    pushed = [ring.push(b, float(i)) for i, b in enumerate(blocks)]
+    assert pushed == [True, True, True, False, False]
+    assert (ring.dropped_blocks, ring.dropped_frames) == (2, 8)
+    got = [ring.pop() for _ in range(4)]
+    assert [g[1] for g in got[:3]] == [0.0, 1.0, 2.0] and got[3] is None
+    assert all(np.all(g[0] == i) for i, g in enumerate(got[:3]))
+    assert ring.push(np.ones((2, 2), np.float32), 9.0)  # a short last block keeps its length
+    assert ring.pop()[0].shape == (2, 2)
+
+
+def test_unit_buffer_addresses_units_by_absolute_index_across_growth_and_discards():
+    signal = np.arange(10_000, dtype=np.float32)
+    buffer = UnitBuffer(capacity=64)
+    fed = 0
+    for n in (7, 100, 3, 900, 1, 5000, 3989):
+        buffer.append(signal[fed : fed + n])
+        fed += n
+        buffer.discard_before(fed - 150)
+        assert np.array_equal(buffer.view(max(0, fed - 150), fed), signal[max(0, fed - 150) : fed])
+    with pytest.raises(IndexError):
+        buffer.view(0, 10)
+    mels = UnitBuffer(rows=3, capacity=2)
+    mels.append(np.ones((3, 5), np.float32))
+    mels.append(2 * np.ones((3, 4), np.float32))
+    assert mels.view(3, 7).tolist() == [[1, 1, 2, 2]] * 3
+
+
+@pytest.mark.parametrize("config", [
+    MUSICNN,
+    replace(SEED_FCN, pad_mode="constant"),
+    replace(MUSICNN, center=False),
+    replace(SEED_FCN, n_fft=1024, hop_length=160),
+], ids=["musicnn", "constant-pad", "no-centre", "hop-160"])
+@pytest.mark.parametrize("block", [1, 255, 320, 4096])
+def test_mel_feed_gives_the_frames_of_one_call_over_the_whole_signal(config, block):
+    rng = np.random.default_rng(block)
+    x = (rng.standard_normal(16000 * 2 + 77) * 0.1).astype(np.float32)
+    whole = MelSpectrogram.from_config(config)(x)
+    feed, samples = MelFeed(config), UnitBuffer()
+    for first in range(0, len(x), block):
+        samples.append(x[first : first + block])
+        feed.update(samples, final=False)
+        assert feed.frames.end <= whole.shape[1]
+    feed.update(samples, final=True)
+    assert np.array_equal(feed.frames.view(0, feed.frames.end), whole)
+
+
+def test_scale_and_hop_options_parse_or_fail_in_one_line():
+    assert parse_scales("0.5, 3.7,29") == [0.5, 3.7, 29.0]
+    assert parse_per_scale("0.5:0.25,3.7:1", "--hop", numeric=True) == {0.5: 0.25, 3.7: 1.0}
+    assert parse_per_scale("2", "--hop", numeric=True) == 2.0
+    assert parse_per_scale("0.5:fcn05", "--models", numeric=False) == {0.5: "fcn05"}
+    for bad in ("", "a,b", "0.5,0.5", "-1"):
+        with pytest.raises(MdeError):
+            parse_scales(bad)
+    for bad in ("0.5:", "x:1", "0.5:-2", "0.5:abc"):
+        with pytest.raises(MdeError):
+            parse_per_scale(bad, "--hop", numeric=True)
+
+
+def test_streaming_a_file_as_fast_as_possible_gives_the_frames_of_embed(musicnn_home, shared_data):
+    from mde.runtime.extractor import load_model
+    from mde.stream import load_scales, stream_file
+
+    clip = shared_data / MSD_CLIP
+    hops = {0.5: 0.25, 3.7: 1.0, 29.0: 0.5}
+    with store_at(musicnn_home):
+        scales = load_scales([0.5, 3.7, 29.0], models="MTT_musicnn", hops=hops)
+        arrays, summary = stream_file(clip, scales)
+        model = load_model("MTT_musicnn", threads=1)
+    assert summary.dropped_frames == 0 and summary.dropped_audio_seconds == 0
+    for window, hop in hops.items():
+        expected = model.embed(clip, window=window, hop=hop)
+        got = arrays[window]
+        assert np.array_equal(got.t, expected.timestamps)  # same starts, bit for bit
+        np.testing.assert_allclose(got.embedding, expected.embedding, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got.tags, expected.tags, rtol=0, atol=1e-5)
+        assert got.tag_names == expected.tag_names
+
+
+def test_streaming_an_audio_window_model_gives_the_frames_of_embed(seed_models, shared_data):
+    from mde.runtime.extractor import load_model
+    from mde.stream import load_scales, stream_file
+
+    clip = shared_data / MTAT_CLIP
+    scales = load_scales([0.5], models=str(seed_models["fcn05"]), hops=0.3)
+    arrays, _ = stream_file(clip, scales)
+    expected = load_model(seed_models["fcn05"], threads=1).embed(clip, hop=0.3)
+    assert np.array_equal(arrays[0.5].t, expected.timestamps)
+    np.testing.assert_allclose(arrays[0.5].embedding, expected.embedding, rtol=0, atol=1e-5)
+    with pytest.raises(MdeError, match="fixed 0.5 s window"):
+        load_scales([29.0], models=str(seed_models["fcn05"]))
+
+
+def test_stream_command_writes_jsonl_npz_and_parquet_that_agree(musicnn_home, shared_data, tmp_path):
+    clip = shared_data / MTAT_CLIP
+    args = ["stream", "--file", clip, "--as-fast-as-possible", "--scales", "0.5,3.7", "--hop", "0.5:0.5,3.7:2",
+            "--jsonl", tmp_path / "f.jsonl", "--top-k", "3", "--no-view"]
+    proc = run_mde(*args, "--out", tmp_path / "f.npz", cwd=tmp_path, home=musicnn_home)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 dropped" in proc.stderr and "latency p50" in proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert {tuple(sorted(r)) for r in rows} == {("embedding", "latency_ms", "model", "scale", "t", "top_tags")}
+    assert all(len(r["top_tags"]) == 3 and r["model"] == "MTT_musicnn" for r in rows)
+    saved = np.load(tmp_path / "f.npz")
+    for scale, label in ((0.5, "0.5s"), (3.7, "3.7s")):
+        mine = sorted((r for r in rows if r["scale"] == scale), key=lambda r: r["t"])
+        assert np.allclose(saved[f"{label}/t"], [r["t"] for r in mine])
+        assert np.allclose(saved[f"{label}/embedding"], [r["embedding"] for r in mine], atol=1e-6)
+        top = saved[f"{label}/tag_names"][np.argmax(saved[f"{label}/tags"], axis=1)]
+        assert list(top) == [r["top_tags"][0][0] for r in mine]
+    assert len(saved["3.7s/t"]) == int((29.1 - 3.7) // 2) + 1  # a 29.1 s clip, 3.7 s windows every 2 s
+
+    proc = run_mde(*args, "--out", tmp_path / "f.parquet", cwd=tmp_path, home=musicnn_home)
+    assert proc.returncode == 0, proc.stderr
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "f.parquet")
+    assert table.num_rows == len(rows)
+    assert set(table.column("scale").to_pylist()) == {0.5, 3.7}
+    assert "MTT_musicnn" in json.loads(table.schema.metadata[b"mde.tag_names"])
+
+
+def test_a_file_paced_at_real_time_takes_real_time_and_reports_latency(musicnn_home, tmp_path):
+    from conftest import write_tone
+    from mde.stream import FileSource, load_scales, stream
+
+    tone = write_tone(tmp_path / "tone.wav", seconds=2.0, rate=16000)
+    with store_at(musicnn_home):
+        scales = load_scales([0.5], models="MTT_musicnn")
+    started = time.monotonic()
+    summary = stream(FileSource(str(tone), realtime=True), scales)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 1.9  # delivered at the pace it would have been captured
+    assert summary.scales[0].frames == 4 and summary.dropped_frames == 0
+    assert 0 < summary.scales[0].latency_p50_ms < 1000
+
+
+def test_stdin_s16le_frames_equal_embedding_the_same_samples(musicnn_home, tmp_path):
+    from mde.runtime.extractor import load_model
+
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal((16000 * 4, 2)) * 3000).astype("<i2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mde", "stream", "--stdin", "--rate", "16000", "--channels", "2", "--format",
+         "s16le", "--scales", "3", "--hop", "1", "--jsonl", "-", "--no-view"],
+        input=pcm.tobytes(), capture_output=True, cwd=tmp_path, timeout=300,
+        env={**__import__("os").environ, "MDE_HOME": str(musicnn_home)},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = sorted((json.loads(line) for line in proc.stdout.decode().splitlines()), key=lambda r: r["t"])
+    samples = (pcm.astype(np.float32) / 32768.0).mean(axis=1, dtype=np.float32)
+    with store_at(musicnn_home):
+        expected = load_model("MTT_musicnn", threads=1).embed(samples, sr=16000, window=3, hop=1)
+    assert [r["t"] for r in rows] == pytest.approx(expected.timestamps.tolist())
+    np.testing.assert_allclose([r["embedding"] for r in rows], expected.embedding, atol=1e-5)
+
+
+def test_a_live_worker_that_falls_behind_drops_its_oldest_frames_and_counts_them(tiny_model):
+    from mde.stream.engine import LIVE_PENDING_FRAMES, ScaleWorker
+    from mde.stream.feeds import ReadyFrame
+    from mde.stream.scales import Scale, scale_grid
+    from mde.runtime.extractor import load_model
+
+    model = load_model(tiny_model)
+    grid = scale_grid(model, model.info.window_seconds, None)
+    emitted = []
+    worker = ScaleWorker(Scale(model.info.window_seconds, model, grid, [model.info.embedding_output]),
+                         emitted.append, live=True, nice=0)
+    window = np.zeros(grid.length, np.float32)
+    for start in range(10):  # the worker is not started yet: nothing is computed meanwhile
+        worker.submit(ReadyFrame(0, start * grid.step, window), time.monotonic())
+    assert worker.state.dropped == 10 - LIVE_PENDING_FRAMES
+    worker.start()
+    worker.close()
+    assert [f.t for f in emitted] == pytest.approx(
+        [s * grid.step * grid.unit_seconds for s in range(10 - LIVE_PENDING_FRAMES, 10)]
+    )
+    assert worker.summary().dropped == 10 - LIVE_PENDING_FRAMES
+
+
+@pytest.mark.parametrize("args, fragment", [
+    ([], "choose one input"),
+    (["--mic", "--file", "x.wav"], "choose one input"),
+    (["--stdin"], "--rate"),
+    (["--file", "missing.wav"], "no such file"),
+    (["--stdin", "--rate", "16000", "--as-fast-as-possible"], "--file only"),
+    (["--stdin", "--rate", "16000", "--format", "u8"], "--format"),
+    (["--stdin", "--rate", "16000", "--scales", "0.5,x"], "--scales"),
+    (["--stdin", "--rate", "16000", "--hop", "7:1"], "not streamed"),
+    (["--file", "x.wav", "--device", "1"], "--mic only"),
+    (["--stdin", "--rate", "16000", "--out", "frames.csv"], "--out must end in"),
+    (["--stdin", "--rate", "16000", "--models", "no_such_model"], "no_such_model"),
+])
+def test_bad_stream_requests_fail_in_one_line(args, fragment, tmp_path, musicnn_home):
+    proc = run_mde("stream", *args, cwd=tmp_path, home=musicnn_home)
+    assert_one_line_error(proc, fragment)
