@@ -221,3 +221,45 @@ def test_a_live_worker_that_falls_behind_drops_its_oldest_frames_and_counts_them
 def test_bad_stream_requests_fail_in_one_line(args, fragment, tmp_path, musicnn_home):
     proc = run_mde("stream", *args, cwd=tmp_path, home=musicnn_home)
     assert_one_line_error(proc, fragment)
+
+
+def test_the_array_file_is_flushed_while_streaming_and_complete_at_the_end(musicnn_home, tmp_path):
+    import threading
+
+    from conftest import write_tone
+    from mde.stream import FileSource, load_scales, stream
+    from mde.stream.outputs import ArraySink
+
+    tone = write_tone(tmp_path / "tone.wav", seconds=3.0, rate=16000)
+    with store_at(musicnn_home):
+        scales = load_scales([0.5], models="MTT_musicnn")
+    sink = ArraySink(tmp_path / "live.npz", flush_seconds=0.3)
+    runner = threading.Thread(target=stream, args=(FileSource(str(tone), realtime=True), scales, [sink]))
+    runner.start()
+    time.sleep(2.0)
+    partial = len(np.load(tmp_path / "live.npz")["0.5s/t"])  # written before the stream ended
+    runner.join()
+    final = np.load(tmp_path / "live.npz")
+    assert 1 <= partial < len(final["0.5s/t"]) == 6
+    assert not list(tmp_path.glob(".live.npz.*"))  # no temporary files left behind
+
+
+def test_ctrl_c_ends_the_stream_cleanly_with_a_summary_and_the_outputs(musicnn_home, shared_data, tmp_path):
+    import os
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mde", "stream", "--file", str(shared_data / MTAT_CLIP), "--scales", "0.5",
+         "--out", str(tmp_path / "cut.npz"), "--no-view"],
+        cwd=tmp_path, env={**os.environ, "MDE_HOME": str(musicnn_home)}, stderr=subprocess.PIPE, text=True,
+    )
+    first = proc.stderr.readline()  # printed once the models are loaded, as streaming starts
+    assert first.startswith("streaming"), first
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    stderr = first + rest
+    assert proc.returncode == 0, stderr
+    assert "interrupted:" in stderr and "Traceback" not in stderr
+    t = np.load(tmp_path / "cut.npz")["0.5s/t"]
+    assert 1 <= len(t) < 58 and np.all(np.diff(t) > 0)

@@ -76,6 +76,7 @@ class ScaleSummary:
     hop_s: float
     frames: int
     dropped: int
+    latency_min_ms: float
     latency_p50_ms: float
     latency_p99_ms: float
     latency_max_ms: float
@@ -202,7 +203,8 @@ class ScaleWorker:
         return ScaleSummary(
             scale=self.scale.seconds, model=self.scale.model.name, hop_s=self.scale.hop_seconds,
             frames=len(self.state.latencies_ms), dropped=self.state.dropped,
-            latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
+            latency_min_ms=float(lat.min()), latency_p50_ms=float(np.percentile(lat, 50)),
+            latency_p99_ms=float(np.percentile(lat, 99)),
             latency_max_ms=float(lat.max()),
         )
 
