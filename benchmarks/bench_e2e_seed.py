@@ -6,8 +6,9 @@ Run from the repository root (after `pip install '.[test]'`; needs ../shared/dat
 
   * mde:  mde.load_model(imported checkpoint, threads=1).embed(path): soundfile decode, C front end per
           window, ONNX Runtime.
-  * seed: the seed extractor's steps (decode, mono mean, non-overlapping windows, batches of 16 through
-          the torch network with its torch front end), torch.set_num_threads(1). The seed decodes with
+  * seed: mde.bench.e2e_suite.seed_pipeline (also used by `mde bench e2e`), the seed extractor's
+          steps (decode, mono mean, non-overlapping windows, batches of 16 through the torch network
+          with its torch front end), torch.set_num_threads(1). The seed decodes with
           torchaudio.load, which is not installable beside torch 2.13 here, so both sides decode with
           soundfile (the same decoder torchaudio's soundfile backend uses).
 Models are loaded once, outside the timings. Writes e2e_seed_cpu.json and e2e_seed_cpu.md.
@@ -27,6 +28,7 @@ from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from mde.bench.e2e_suite import seed_pipeline  # noqa: E402
 from mde.bench.report import time_interleaved, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,36 +38,6 @@ CHECKPOINTS = {
     "FCN29": SHARED_DATA / "checkpoints" / "FCN29-roc_auc=0.9025-pr_auc=0.4342.ckpt",
     "FCN05": SHARED_DATA / "checkpoints" / "FCN05-roc_auc=0.8552-pr_auc=0.3344.ckpt",
 }
-SEED_BATCH = 16
-
-
-def seed_pipeline(checkpoint: Path) -> Callable[[Path], np.ndarray]:
-    """The seed extractor's path as a function of the audio path, returning (frames, 64) embeddings."""
-    import soundfile as sf
-    import torch
-
-    from mde.export.importers.checkpoint import extract_state_dict, read_checkpoint
-    from mde.export.importers.seed import STATE_PREFIX, identify_architecture, load_network
-    from mde.trainer.frontend import TorchMelSpectrogram
-    from mde.trainer.models import get_model_spec
-
-    contents = read_checkpoint(checkpoint)
-    state = extract_state_dict(contents, STATE_PREFIX, origin=str(checkpoint))
-    spec = get_model_spec(identify_architecture(contents, state, checkpoint.name))
-    network = load_network(spec, state, str(checkpoint))
-    frontend = TorchMelSpectrogram(spec.frontend)
-    window = spec.input_length
-
-    def run(path: Path) -> np.ndarray:
-        audio, _ = sf.read(path, dtype="float32", always_2d=True)
-        waveform = torch.from_numpy(audio).mean(dim=1)
-        n = len(waveform) // window
-        frames = waveform[: n * window].reshape(n, window)
-        with torch.no_grad():
-            parts = [network(frontend(batch))["embedding"] for batch in torch.split(frames, SEED_BATCH)]
-        return torch.cat(parts).numpy()
-
-    return run
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 Run from the repository root (after `pip install '.[test]'`):
     python benchmarks/bench_frontend.py [--rounds 100] [--out benchmarks/results]
 
-One 29 s clip at 16 kHz (the MTAT clip from the shared test data when present, else a synthesized one),
+The same implementations as `mde bench frontend` (mde.bench.frontend_suite), on one thread and one clip
+only: 29 s at 16 kHz (the MTAT clip from the shared test data when present, else a synthesized one),
 the SEED_FCN recipe (n_fft 512, hop 256, 128 HTK mels, power, 10 log10(max(x, 1e-10)) dB), computed by
   * ours:    mde.MelSpectrogram(threads=1), the C kernel called from Python;
   * torch:   mde.trainer.frontend.TorchMelSpectrogram (torch.stft + matmul with the same filterbank +
@@ -21,64 +22,14 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
 
-import numpy as np  # noqa: E402
-
+from mde.bench.frontend_suite import OURS, agreement_db, build_methods, load_clip  # noqa: E402
 from mde.bench.report import time_interleaved, write_results  # noqa: E402
-from mde.export.examples import example_signal  # noqa: E402
-from mde.runtime.frontend import MelSpectrogram  # noqa: E402
+from mde.bench.suites import BenchSettings  # noqa: E402
 from mde.runtime.frontend_config import SEED_FCN  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CLIP_SAMPLES = 464000  # 29 s at 16 kHz
-SHARED_DATA = Path(os.environ.get("MDE_TEST_DATA") or REPO.parent / "shared" / "data")
-MTAT_CLIP = SHARED_DATA / "audio" / "joram-moments_of_clarity-08-solipsism-59-88.mp3"
-
-
-def load_clip() -> tuple[np.ndarray, str]:
-    """29 s of 16 kHz mono float32 audio and where it came from."""
-    if MTAT_CLIP.is_file():
-        from mde.audio import load_audio
-
-        samples, _ = load_audio(MTAT_CLIP, sr=SEED_FCN.sample_rate)
-        return samples[:CLIP_SAMPLES], f"MTAT clip {MTAT_CLIP.name} (first {CLIP_SAMPLES} samples)"
-    return example_signal(CLIP_SAMPLES, SEED_FCN.sample_rate), "synthesized music-like signal"
-
-
-def build_methods(clip: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
-    """The three implementations of the seed recipe, each a no-argument call returning (n_mels, frames) dB."""
-    import librosa
-    import torch
-
-    from mde.trainer.frontend import TorchMelSpectrogram
-
-    torch.set_num_threads(1)
-    cfg = SEED_FCN
-    ours = MelSpectrogram.from_config(cfg, threads=1)
-    twin = TorchMelSpectrogram(cfg)
-    waveform = torch.from_numpy(clip)
-
-    def torch_path() -> np.ndarray:
-        with torch.no_grad():
-            return twin(waveform).numpy()
-
-    def librosa_path() -> np.ndarray:
-        mel = librosa.feature.melspectrogram(
-            y=clip, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
-            fmin=cfg.f_min, fmax=cfg.f_max, htk=True, norm=None, center=True, pad_mode="reflect", power=2.0,
-        )
-        return librosa.power_to_db(mel, ref=1.0, amin=cfg.amin, top_db=None)
-
-    return {"ours (C kernel)": lambda: ours(clip), "torch.stft": torch_path, "librosa": librosa_path}
-
-
-def agreement_db(methods: dict[str, Callable[[], np.ndarray]]) -> dict[str, float]:
-    """Max |ours - baseline| in dB where the baseline is above -60 dB (a sanity check, not a speed figure)."""
-    calls = iter(methods.items())
-    _, ours_call = next(calls)
-    ours = ours_call().astype(np.float64)
-    return {name: float(np.abs(ours - (b := call()))[b > -60].max()) for name, call in calls}
+CLIP_SECONDS = 29.0  # 464000 samples at 16 kHz
 
 
 def main() -> None:
@@ -88,8 +39,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
     args = parser.parse_args()
 
-    clip, source = load_clip()
-    methods = build_methods(clip)
+    import torch
+
+    torch.set_num_threads(1)
+    clip, source = load_clip(BenchSettings(), CLIP_SECONDS, SEED_FCN.sample_rate)
+    methods = build_methods(clip, SEED_FCN, threads=1)
+    methods.pop("torchaudio", None)  # this script keeps its three-way comparison; mde bench frontend adds it
     timings = time_interleaved(methods, args.rounds, args.warmup)
     agreement = agreement_db(methods)
     notes = (
@@ -99,7 +54,7 @@ def main() -> None:
     )
     _, md = write_results(
         args.out / "frontend_cpu", "C log-mel front end vs torch.stft and librosa (one CPU thread, 29 s clip)",
-        timings, "ours (C kernel)", {"recipe": SEED_FCN.to_dict(), "input": source, "agreement_db": agreement},
+        timings, OURS, {"recipe": SEED_FCN.to_dict(), "input": source, "agreement_db": agreement},
         packages=("numpy", "torch", "librosa"), notes=notes,
     )
     print(md.read_text())

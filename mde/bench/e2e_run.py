@@ -1,0 +1,77 @@
+"""One timed end-to-end run in a fresh process, for ``mde bench e2e``: ``python -m mde.bench.e2e_run JOB``.
+
+JOB is a JSON object: kind ('mde' or 'seed'), model (an mde model file, or for 'seed' a first-seed
+.ckpt), files (audio paths), out (a folder for the outputs), threads, workers, backend, device. The
+process prints one JSON line: seconds (wall, from loading the model to the last output written, worker
+start included; interpreter start and imports excluded), files, failed, and the peak resident set
+sizes in MB of this process (VmHWM, else getrusage) and of its largest child (worker) process
+(getrusage RUSAGE_CHILDREN ru_maxrss, which counts from the fork: at least the parent's size then).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def run_mde(job: dict[str, Any]) -> int:
+    """Embed the files with mde's batch path (as ``mde embed`` does); returns the number that failed."""
+    from mde.runtime.batch import EmbedSettings, embed_files
+
+    settings = EmbedSettings(overwrite=True, backend=job["backend"], device=job["device"])
+    files = [Path(f) for f in job["files"]]
+    report = embed_files(Path(job["model"]), files, Path(job["out"]), settings, job["threads"], job["workers"])
+    return len(report.failed)
+
+
+def run_seed(job: dict[str, Any]) -> int:
+    """Embed the files with the first seed's torch pipeline, saving one .npy per file."""
+    from mde.bench.e2e_suite import seed_pipeline
+
+    embed = seed_pipeline(Path(job["model"]), threads=job["threads"], device=job["device"])
+    out = Path(job["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    for name in job["files"]:
+        np.save(out / f"{Path(name).stem}.npy", embed(Path(name)))
+    return 0
+
+
+def own_peak_mb() -> float | None:
+    """This process's peak resident set in MB from /proc/self/status VmHWM (Linux), or None.
+
+    Preferred to RUSAGE_SELF, which Linux carries across fork + exec: a process started by a large one
+    would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def main(argv: list[str]) -> None:
+    job = json.loads(argv[0])
+    import onnxruntime  # noqa: F401  (imports are not part of the timed work)
+    import soundfile  # noqa: F401
+
+    if job["kind"] == "seed":
+        import torch  # noqa: F401
+    started = time.perf_counter()
+    failed = run_seed(job) if job["kind"] == "seed" else run_mde(job)
+    seconds = time.perf_counter() - started
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
+    own = own_peak_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / scale
+    print(json.dumps({"seconds": seconds, "files": len(job["files"]), "failed": failed,
+                      "peak_rss_mb": round(own, 1), "worker_peak_rss_mb": round(children, 1)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

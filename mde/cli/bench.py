@@ -1,0 +1,133 @@
+"""``mde bench``: speed benchmarks of this machine, written as JSON, a Markdown table and a PNG plot.
+
+The suites live in :mod:`mde.bench`; they import torch, librosa and friends only when they run, and
+record a baseline they cannot run as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mde.cli.console import err, out
+
+bench_app = typer.Typer(
+    help=("Benchmarks: front end, models, end to end, streaming latency (and all of them). Each writes "
+          "bench_<suite>_<device>.json, .md and .png to --out, naming the machine, versions and command; "
+          "medians over repeated runs with min and max, ratios against a baseline measured in the same run."),
+    no_args_is_help=True,
+)
+
+DEVICE_HELP = "cpu, or cuda for the GPU rows (needs a CUDA device that torch sees)."
+THREADS_HELP = "N, the multi-thread setting: CPU threads for the N-thread rows and for inference (default: all cores)."
+OUT_HELP = "Folder for bench_<suite>_<device>.json / .md / .png (created if needed)."
+QUICK_HELP = "Few rounds, short clips and small batches: a smoke test in seconds, not a measurement."
+ROUNDS_HELP = "Timed rounds per row (default: the suite's; the models suite fits rounds to the row's speed)."
+MODELS_HELP = ("Models to measure, store names or .onnx paths, repeatable (default: MTT_musicnn, imported on "
+               "first use, plus the first-seed models in the store; e2e: MTT_musicnn).")
+AUDIO_HELP = ("Folder of real audio: the clips, the int8 calibration set, and the end-to-end files as they are "
+              "(default: $MDE_TEST_DATA/audio or ../shared/data/audio beside a source checkout; e2e then "
+              "copies its MP3s and makes an Ogg Vorbis of each).")
+SEED_HELP = ("A first-seed FCN29 .ckpt: the end-to-end suite compares mde with the seed's torch pipeline on it "
+             "(default: the shared test data's FCN29 checkpoint, except with --quick).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+
+
+def _settings(out_dir: Path, device: str, threads: Optional[int], quick: bool, rounds: Optional[int],
+              models: Optional[List[str]] = None, audio: Optional[Path] = None,
+              seed_checkpoint: Optional[Path] = None):
+    from mde.bench.suites import BenchSettings
+
+    return BenchSettings(out=out_dir, device=device, threads=threads, quick=quick, rounds=rounds,
+                         models=tuple(models or ()), audio=audio, seed_checkpoint=seed_checkpoint,
+                         announce=err.print)
+
+
+def _run(names: List[str], settings) -> None:
+    from mde.bench.suites import run_all
+
+    for result in run_all(settings, names):
+        out.print(result.markdown)
+        written = ", ".join(str(p) for p in (result.json, result.md, result.png) if p is not None)
+        err.print(f"wrote {written}")
+
+
+@bench_app.command("frontend")
+def frontend(
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help=ROUNDS_HELP),
+    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP),
+) -> None:
+    """The C log-mel kernel vs torch.stft, librosa and torchaudio: clips of 0.5, 3.7, 29 and 300 s, 1 and N threads."""
+    _run(["frontend"], _settings(out_dir, device, threads, quick, rounds, audio=audio))
+
+
+@bench_app.command("models")
+def models(
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help=ROUNDS_HELP),
+    model: Optional[List[str]] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
+    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP),
+) -> None:
+    """Each model and window scale under torch eager and ONNX Runtime fp32 / int8 / fp16 (GPU: torch fp16 +
+    CUDA graphs, ORT CUDA, TensorRT), batch 1 and 32: x real time and GFLOP/s against the machine's peak."""
+    _run(["models"], _settings(out_dir, device, threads, quick, rounds, model, audio))
+
+
+@bench_app.command("e2e")
+def e2e(
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help=ROUNDS_HELP),
+    model: Optional[List[str]] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
+    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP),
+    seed_checkpoint: Optional[Path] = typer.Option(None, "--seed-checkpoint", help=SEED_HELP),
+) -> None:
+    """A folder of real MP3 / OGG files to embeddings with 1 and 2 worker processes: files/s, x real time,
+    peak memory; against the first seed's torch pipeline."""
+    _run(["e2e"], _settings(out_dir, device, threads, quick, rounds, model, audio, seed_checkpoint))
+
+
+@bench_app.command("stream")
+def stream(
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda to run the models with the torch backend on the GPU."),
+    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    seconds: Optional[float] = typer.Option(None, "--seconds", min=1.0, help="Seconds of audio streamed at real time (default 60, 8 with --quick; 600 is the soak test)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP + " The stream repeats its MTAT clip, or its first file."),
+) -> None:
+    """Latency of 'mde stream' at 0.5, 3.7 and 29 s at once, the process pinned to one CPU core, a file
+    paced at real time: p50 / p99 / max per scale, frames, drops, CPU load and peak memory."""
+    settings = _settings(out_dir, device, 1, quick, None, audio=audio)
+    _run(["stream"], replace(settings, stream_seconds=seconds))
+
+
+@bench_app.command("all")
+def run_everything(
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help=ROUNDS_HELP),
+    model: Optional[List[str]] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
+    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP),
+    seed_checkpoint: Optional[Path] = typer.Option(None, "--seed-checkpoint", help=SEED_HELP),
+) -> None:
+    """Every suite in turn (mde.bench.suites.ALL_SUITES) with the same settings (about 10 minutes on 2 cores)."""
+    from mde.bench.suites import ALL_SUITES
+
+    _run(list(ALL_SUITES), _settings(out_dir, device, threads, quick, rounds, model, audio, seed_checkpoint))
