@@ -46,6 +46,23 @@ def _session_outputs(path: Path, logmel: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(names, session.run(names, {INPUT_NAME: logmel})))
 
 
+def _assert_onnx_matches_torch(path: Path, arch: str, best: dict, inputs: list[np.ndarray],
+                               outputs: set[str]) -> None:
+    """The exported file's outputs equal the registry network's (weights from ``best``) on ``inputs``."""
+    from mde.trainer.models import get_model_spec
+
+    network = get_model_spec(arch).factory(n_tags=len(best["tag_names"]))
+    network.load_state_dict(best["model"])
+    network.eval()
+    for logmel in inputs:
+        got = _session_outputs(path, logmel)
+        with torch.no_grad():
+            want = network(torch.from_numpy(logmel))
+        assert set(got) == outputs
+        for key, value in got.items():
+            np.testing.assert_allclose(value, want[key].numpy(), atol=1e-4, rtol=1e-4)
+
+
 def test_a_trained_run_exports_with_torchs_outputs_and_its_metadata(tiny_run, tmp_path):
     result = export_model(tiny_run, tmp_path / "run.onnx")
     best = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)
@@ -58,22 +75,46 @@ def test_a_trained_run_exports_with_torchs_outputs_and_its_metadata(tiny_run, tm
     assert info.outputs == {"embedding": 64, "tags": len(best["tag_names"])}
     assert max(result.torch_deltas.values()) < 1e-4
 
-    from mde.trainer.models import get_model_spec
-
-    network = get_model_spec("fcn05").factory(n_tags=len(best["tag_names"]))
-    network.load_state_dict(best["model"])
-    network.eval()
-    for batch in (1, 5):  # the batch axis is dynamic
-        logmel = example_inputs(info, batch, seed=3)
-        got = _session_outputs(result.path, logmel)
-        with torch.no_grad():
-            want = network(torch.from_numpy(logmel))
-        assert set(got) == {"embedding", "tags"}
-        for key, value in got.items():
-            np.testing.assert_allclose(value, want[key].numpy(), atol=1e-4, rtol=1e-4)
+    inputs = [example_inputs(info, batch, seed=3) for batch in (1, 5)]  # the batch axis is dynamic
+    _assert_onnx_matches_torch(result.path, "fcn05", best, inputs, {"embedding", "tags"})
     model = onnx.load(str(result.path))
     assert max(opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx")) >= 17
     assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)  # BASIC: portable ops only
+
+
+@pytest.fixture(scope="module")
+def tiny_musicnn_run(tmp_path_factory) -> Path:
+    """musicnn (the registry model: mel patches, variable length) trained 1 epoch on 16 synthesized 3 s
+    clips."""
+    from mde.trainer.config import TrainConfig
+    from mde.trainer.data.synth import synthesize_corpus
+    from mde.trainer.loop import train
+
+    root = tmp_path_factory.mktemp("tiny-musicnn-run")
+    manifest = synthesize_corpus(root / "synth", 16, engine="numpy", seconds=3)
+    train(TrainConfig(model="musicnn", dataset="manifest", data=str(manifest), out=str(root / "run-musicnn"),
+                      epochs=1, batch_size=8, device="cpu", eval_crops=1, seed=0))
+    return root / "run-musicnn"
+
+
+def test_a_musicnn_training_run_exports_as_mel_patches_with_torchs_outputs(tiny_musicnn_run, shared_data,
+                                                                           tmp_path):
+
+    result = export_model(tiny_musicnn_run, tmp_path / "musicnn.onnx")
+    best = torch.load(tiny_musicnn_run / "checkpoints" / "best.pt", weights_only=True)
+    info = read_model_info(result.path)
+    assert info == result.info
+    assert (info.architecture, info.framing, info.precision) == ("musicnn", "mel_patches", "fp32")
+    assert info.patch_frames == 187 and info.window == 187 * info.frontend.hop_length
+    assert info.variable_length and info.embedding_output == "penultimate"
+    assert info.outputs == {"penultimate": 200, "tags": len(best["tag_names"])}
+    assert max(result.torch_deltas.values()) < 1e-4
+
+    full = example_inputs(info, 2, seed=5)
+    inputs = [full[:1], full, np.ascontiguousarray(full[:, :, :120])]  # dynamic batch and frames
+    _assert_onnx_matches_torch(result.path, "musicnn", best, inputs, {"penultimate", "tags"})
+    embedded = load_model(result.path).embed(shared_data / MTAT_CLIP)
+    assert embedded.embedding.shape[1] == 200 and np.isfinite(embedded.embedding).all()
 
 
 def test_metadata_without_precision_reads_as_fp32(tiny_run, tmp_path):

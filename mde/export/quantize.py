@@ -1,8 +1,9 @@
 """Reduced-precision copies of an fp32 mde model file, each checked against the fp32 file in ONNX Runtime.
 
 * :func:`to_fp16`: float16 weights and arithmetic, float32 graph inputs and outputs (onnxconverter-common).
-* :func:`to_int8`: static QDQ quantization (int8 weights per channel, int8 activations), calibrated on
-  log-mel windows of real audio (onnxruntime.quantization).
+* :func:`to_int8`: static QDQ quantization (int8 weights per channel, uint8 activations), calibrated on
+  log-mel windows of real audio (onnxruntime.quantization), after the exact fp32 rewrites of
+  :mod:`mde.export.graph_rewrite`.
 
 Both keep the ONNX metadata (with ``precision`` updated) so the result is a complete model file that
 the runtime loads like any other. :func:`compare` gives the agreement figures the checks are based on.
@@ -14,15 +15,20 @@ import dataclasses
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from mde.errors import MdeError, MissingExtraError, ParityError
+from mde.export.graph_rewrite import (
+    pool_before_post_relu_batchnorm,
+    transpose_column_convs,
+)
 from mde.export.onnx_export import INPUT_NAME, read_metadata, with_metadata
 from mde.runtime.package import METADATA_KEY, ModelInfo, Precision
 
@@ -39,10 +45,28 @@ CALIBRATION_FLUSH = 8
 """Calibration inferences whose intermediate tensors are kept before their ranges are folded in (bounds
 memory: FCN29's first layers alone hold ~60 MB per 29 s window)."""
 TOP_K = 5
-INT8_OP_TYPES = ("Conv", "Gemm", "MatMul")
-"""Ops quantized to int8; the others (BatchNormalization after ReLU in musicnn, pooling, ...) stay float32
+INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "MaxPool", "Relu")
+"""Ops quantized to int8; the others (BatchNormalization after ReLU in musicnn, ...) stay float32
 between DequantizeLinear / QuantizeLinear. Quantizing every supported op drops MTT_musicnn's min embedding
-cosine to ~0.79; these three keep it at ~0.98 (MinMax) and hold nearly all the arithmetic."""
+cosine to ~0.79; these keep it at ~0.98 (MinMax) and hold nearly all the arithmetic. MaxPool and Relu
+cost no accuracy (a max and a clamp of uint8 codes) and save a Dequantize / Quantize pair on a full map:
+with Relu kept float, FCN29's first layer spent 10 ms of its 45 ms there (int8 1.5x -> 2.2x fp32)."""
+FLOAT_OUTPUT_OP_TYPES = ("Gemm", "MatMul")
+"""Quantized ops whose output stays float32 (ORT's QGemm writes it directly): the dense layers feed the
+embedding and the tag logits. Quantizing their outputs to 8 bits saved no measurable time and made the
+largest |int8 - fp32| tag probability 1.2e-1 (MTT_musicnn) and 2.7e-1 (FCN29) against 8.6e-2 and 1.3e-1."""
+ACTIVATION_TYPE = "QUInt8"
+"""uint8 activations with int8 weights (U8S8): ONNX Runtime's x86 int8 kernels (MLAS, VPMADDUBSW /
+VPDPBUSD) are built for U8S8. With int8 activations (S8S8) ORT (1.31) left musicnn's timbral convs
+unfused (float Conv between Q/DQ) and its int8 model ran 0.65x the speed of fp32; with uint8, 0.98x."""
+REWRITE_CHECK_WINDOWS = 8
+"""Check windows the fp32 graph rewrite is checked on before quantization."""
+REWRITE_ATOL = 1e-5
+REWRITE_RTOL = 1e-5
+REDUCE_RANGE = True
+"""7-bit weights: U8S8 products can saturate VPMADDUBSW's int16 sums on x86 CPUs without VNNI; ORT
+recommends reduce_range there. The file is portable across CPUs, so it is always on (accuracy was the
+same or better on FCN29 and MTT_musicnn)."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +121,16 @@ def to_fp16(model_bytes: bytes, windows: np.ndarray) -> tuple[bytes, Agreement]:
 
 def to_int8(model_bytes: bytes, calibration_windows: np.ndarray,
             check_windows: np.ndarray | None = None) -> tuple[bytes, Agreement]:
-    """The model statically quantized to int8 (QDQ, per-channel int8 weights, int8 activations, MinMax
+    """The model statically quantized to int8 (QDQ, per-channel int8 weights, uint8 activations, MinMax
     ranges from ``calibration_windows``: float32 (n >= 100, n_mels, frames) log-mels of real audio) and
     its agreement with fp32 on ``check_windows`` (default: the calibration windows). ParityError below
     INT8_MIN_COSINE; MdeError for fewer than MIN_CALIBRATION_WINDOWS windows."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calibration_windows) < MIN_CALIBRATION_WINDOWS:
@@ -111,22 +140,74 @@ def to_int8(model_bytes: bytes, calibration_windows: np.ndarray,
         )
     import onnx
 
+    checked = calibration_windows if check_windows is None else check_windows
     with tempfile.TemporaryDirectory(prefix="mde-int8-") as tmp, _quiet_root_logger():
         source, prepared, quantized = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         source.write_bytes(model_bytes)
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        model = rewrite_for_int8(onnx.load(str(prepared)))
+        onnx.save(model, str(prepared))
+        _check_rewrite(model_bytes, prepared.read_bytes(), checked[:REWRITE_CHECK_WINDOWS])
         quantize_static(
             str(prepared), str(quantized), _CalibrationReader(calibration_windows),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=list(INT8_OP_TYPES), extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_FLUSH},
+            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=getattr(QuantType, ACTIVATION_TYPE),
+            weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE, calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=list(INT8_OP_TYPES), nodes_to_exclude=float_nodes(model),
+            extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_FLUSH,
+                           "OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT_OP_TYPES)},
         )
         data = _with_precision(onnx.load(str(quantized)), "int8")
-    agreement = compare(model_bytes, data, calibration_windows if check_windows is None else check_windows)
+    agreement = compare(model_bytes, data, checked)
     if not agreement.cosine_min >= INT8_MIN_COSINE:
         raise ParityError(f"int8 differs from fp32: embedding cosine {agreement.cosine_min:.5f} < "
                           f"{INT8_MIN_COSINE} ({agreement.describe()})")
     return data, agreement
+
+
+def rewrite_for_int8(model: Any) -> Any:
+    """``model`` (an onnx.ModelProto with static mel width, e.g. as quant_pre_process writes it; changed
+    in place) with the fp32 rewrites of :mod:`mde.export.graph_rewrite` that make its int8 form faster:
+    :func:`~mde.export.graph_rewrite.pool_before_post_relu_batchnorm` (musicnn's post-ReLU BatchNorms
+    move after the max over mel) then :func:`~mde.export.graph_rewrite.transpose_column_convs`. The fp32
+    outputs stay equal up to float rounding (checked by :func:`to_int8` and the tests)."""
+    return transpose_column_convs(pool_before_post_relu_batchnorm(model))
+
+
+def _check_rewrite(reference: bytes, rewritten: bytes, windows: np.ndarray) -> None:
+    """ParityError when the rewritten fp32 graph's outputs differ from the source's beyond
+    REWRITE_ATOL + REWRITE_RTOL * |output| on ``windows``."""
+    names = [output.name for output in _session(reference).get_outputs()]
+    want = _run(reference, windows, names, 8)
+    got = _run(rewritten, windows, names, 8)
+    for name in names:
+        if not np.allclose(got[name], want[name], atol=REWRITE_ATOL, rtol=REWRITE_RTOL):
+            delta = float(np.abs(got[name] - want[name]).max())
+            raise ParityError(f"the int8 graph rewrite changed fp32 output {name!r} (max |delta| {delta:.3e})")
+
+
+def float_nodes(model: Any) -> list[str]:
+    """Names of the nodes of ``model`` (an onnx.ModelProto) left in float32 because ONNX Runtime runs
+    them slower in int8: Convs over a single input channel with a k x 1 kernel (k > 1; musicnn's temporal
+    filters), and a MaxPool reading one of them.
+
+    Measured on musicnn (one thread, AVX-512 VNNI): its three temporal convs (128, 64, 32 x 1) took 19.8 ms
+    as QLinearConv against 4.8 ms as fp32 Conv (MLAS's NCHWc direct convolution); a k x 1 kernel over one
+    channel gives an im2col of single bytes with no reuse. Keeping them float avoids a Q/DQ pair too.
+    """
+    from onnx import numpy_helper
+
+    weights = {init.name: init for init in model.graph.initializer}
+    names = []
+    kept: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        shape = tuple(numpy_helper.to_array(weights[node.input[1]]).shape)
+        if len(shape) >= 4 and shape[1] == 1 and shape[-1] == 1 and max(shape[2:]) > 1:
+            names.append(node.name)
+            kept.add(node.output[0])
+    names += [node.name for node in model.graph.node if node.op_type == "MaxPool" and node.input[0] in kept]
+    return names
 
 
 def compare(reference: bytes, candidate: bytes, windows: np.ndarray, batch: int = 8) -> Agreement:
@@ -151,10 +232,14 @@ def _top(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, axis=1)[:, :TOP_K]
 
 
-def _run(model: bytes, windows: np.ndarray, names: list[str], batch: int) -> dict[str, np.ndarray]:
+def _session(model: bytes) -> Any:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+def _run(model: bytes, windows: np.ndarray, names: list[str], batch: int) -> dict[str, np.ndarray]:
+    session = _session(model)
     parts = [session.run(names, {INPUT_NAME: windows[i : i + batch]}) for i in range(0, len(windows), batch)]
     return {name: np.concatenate([part[k] for part in parts]) for k, name in enumerate(names)}
 
