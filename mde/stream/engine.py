@@ -22,6 +22,7 @@ import numpy as np
 
 from mde.audio import to_mono
 from mde.errors import MdeError
+from mde.runtime.extractor import frames_per_call
 from mde.runtime.frontend import MelSpectrogram
 from mde.stream.buffers import BlockRing
 from mde.stream.feeds import RateFeed, ReadyFrame
@@ -131,7 +132,8 @@ class ScaleWorker:
         self._emit = emit
         self._live = live
         self._nice = nice
-        self._capacity = LIVE_PENDING_FRAMES if live else 2 * scale.model.batch_size
+        self._batch = frames_per_call(scale.grid, scale.model.batch_size)
+        self._capacity = LIVE_PENDING_FRAMES if live else 2 * self._batch
         self._pending: deque[_Pending] = deque()
         self._ready = threading.Condition()
         self._closed = False
@@ -167,7 +169,7 @@ class ScaleWorker:
         with self._ready:
             while not self._pending and not self._closed:
                 self._ready.wait()
-            batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.scale.model.batch_size))]
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), self._batch))]
             self._ready.notify_all()
             return batch
 
