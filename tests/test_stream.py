@@ -263,3 +263,22 @@ def test_ctrl_c_ends_the_stream_cleanly_with_a_summary_and_the_outputs(musicnn_h
     assert "interrupted:" in stderr and "Traceback" not in stderr
     t = np.load(tmp_path / "cut.npz")["0.5s/t"]
     assert 1 <= len(t) < 58 and np.all(np.diff(t) > 0)
+
+
+def test_the_live_view_shows_the_newest_frame_and_count_per_scale():
+    import io
+
+    from rich.console import Console
+
+    from mde.stream.engine import StreamFrame
+    from mde.stream.live import LiveView
+
+    console = Console(file=io.StringIO(), width=160, force_terminal=False)
+    view = LiveView(console, [0.5, 29.0], top_k=2)
+    for t, tags in ((0.0, [0.1, 0.9, 0.5]), (0.5, [0.8, 0.1, 0.3])):
+        view.add(StreamFrame(t, 0.5, "m", 4.2, np.zeros(3, np.float32), np.array(tags, np.float32), ("a", "b", "c")))
+    console.print(view._table())
+    text = console.file.getvalue()
+    assert "a 0.80, c 0.30" in text and "b 0.90" not in text  # the newest frame's top 2
+    assert "waiting for the first window" in text  # 29 s has no frame yet
+    assert "0.50" in text and " 2 " in text
