@@ -88,7 +88,8 @@ def test_models_quick_on_the_tiny_model(tmp_path, mde_home, tiny_model):
     assert "cpu MHz" in (out / "bench_models_cpu.md").read_text()
 
 
-def test_e2e_quick_on_real_files(tmp_path, mde_home, tiny_model, shared_data):
+def test_e2e_quick_on_real_files(tmp_path, mde_home, tiny_model, shared_data, monkeypatch):
+    monkeypatch.setenv("MDE_TEST_DATA", str(shared_data))  # an installed mde cannot look beside a checkout
     out = tmp_path / "results"
     proc = run_mde("bench", "e2e", "--quick", "--models", tiny_model, "--out", out, cwd=tmp_path, home=mde_home)
     assert proc.returncode == 0, proc.stderr
