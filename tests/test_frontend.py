@@ -319,7 +319,8 @@ def test_silence_is_the_floor() -> None:
 
 def test_the_runtime_imports_no_torch_or_librosa(tmp_path) -> None:
     # Run outside the checkout so that the installed package (with its compiled kernel) is imported.
-    modules = "mde.runtime.frontend, mde.runtime.extractor, mde.runtime.batch, mde.runtime.writers, mde.cli.embed"
+    modules = ("mde.runtime.frontend, mde.runtime.extractor, mde.runtime.batch, mde.runtime.writers, mde.cli.embed, "
+               "mde.stream, mde.stream.live, mde.stream.outputs, mde.cli.stream")
     code = f"import sys, {modules}; print(sorted({{'torch', 'librosa'}} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert result.stdout.strip() == "[]"

@@ -282,3 +282,17 @@ def test_the_live_view_shows_the_newest_frame_and_count_per_scale():
     assert "a 0.80, c 0.30" in text and "b 0.90" not in text  # the newest frame's top 2
     assert "waiting for the first window" in text  # 29 s has no frame yet
     assert "0.50" in text and " 2 " in text
+
+
+def test_streaming_imports_no_torch(musicnn_home, tmp_path):
+    import os
+
+    from conftest import write_tone
+
+    tone = write_tone(tmp_path / "tone.wav", seconds=1.0, rate=16000)
+    code = ("import sys; from mde.stream import load_scales, stream_file; "
+            f"arrays, _ = stream_file({str(tone)!r}, load_scales([0.5], models='MTT_musicnn')); "
+            "print(len(arrays[0.5].t), 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "MDE_HOME": str(musicnn_home)})
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
