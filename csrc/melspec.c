@@ -667,6 +667,9 @@ static void *run_range_in_thread(void *range)
     return NULL;
 }
 
+/* Frame groups (of LANES frames) a thread must have to be worth starting. */
+#define MIN_GROUPS_PER_THREAD 32
+
 /* Splits the groups evenly over n_threads ranges, runs them and returns the first failure. */
 static mde_status run_threads(const work_range *whole, size_t n_threads)
 {
@@ -746,9 +749,12 @@ mde_status mde_melspec_compute(const mde_melspec_plan *plan, const float *signal
     if (total_groups == 0) {
         return MDE_OK;
     }
+    /* Each thread gets at least MIN_GROUPS_PER_THREAD groups: starting a thread costs tens of microseconds,
+     * more than a short clip's whole spectrogram (0.5 s at hop 256: 4 groups, about 70 us on one thread). */
+    const size_t useful = total_groups / MIN_GROUPS_PER_THREAD > 1 ? total_groups / MIN_GROUPS_PER_THREAD : 1;
     const size_t wanted = n_threads > 1 ? (size_t)n_threads : 1;
     const work_range whole = {plan, signals, n_samples, n_frames, groups_per_signal, out, 0, total_groups, MDE_OK};
-    const mde_status status = run_threads(&whole, wanted < total_groups ? wanted : total_groups);
+    const mde_status status = run_threads(&whole, wanted < useful ? wanted : useful);
     if (status == MDE_OK && plan->config.use_top_db) {
         const size_t per_signal = (size_t)plan->config.n_mels * n_frames;
         for (size_t b = 0; b < batch; ++b) {
