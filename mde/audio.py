@@ -32,6 +32,9 @@ from mde.errors import (
     UnsupportedRateError,
 )
 
+RESAMPLE_QUALITY = "HQ"
+"""soxr quality of every resampling, whole-signal and streaming alike (so both give the same samples)."""
+
 MIN_SAMPLE_RATE = 8000
 """The lowest sample rate (Hz) accepted for decoding and resampling."""
 
@@ -135,7 +138,15 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if sr_in == sr_out:
         return x
-    return np.ascontiguousarray(soxr.resample(x, sr_in, sr_out, quality="HQ"), dtype=np.float32)
+    return np.ascontiguousarray(soxr.resample(x, sr_in, sr_out, quality=RESAMPLE_QUALITY), dtype=np.float32)
+
+
+def stream_resampler(sr_in: int, sr_out: int) -> soxr.ResampleStream:
+    """A mono float32 soxr stream resampler from ``sr_in`` to ``sr_out`` Hz: fed chunk by chunk (the last
+    with ``last=True``), it gives the samples :func:`resample` gives for the whole signal."""
+    _check_rate(sr_in, "input sample rate")
+    _check_rate(sr_out, "output sample rate")
+    return soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:

@@ -112,7 +112,7 @@ class Model:
         """
         grid = frame_grid(self.info, window=window, hop=hop)
         layer = layer or self.info.embedding_output
-        outputs = self._output_names(layer)
+        outputs = self.output_names(layer)
         samples, source = self._samples(audio, sr)
         duration = len(samples) / self.info.sample_rate
         samples, padded = self._padded(samples, grid, pad, source)
@@ -156,7 +156,8 @@ class Model:
             )
         return pad_to_length(samples, grid.min_samples)
 
-    def _output_names(self, layer: str) -> list[str]:
+    def output_names(self, layer: str) -> list[str]:
+        """The outputs to run for ``layer`` (ModelError if the model has none): it, then the tags."""
         check_request(self.info, layer=layer)
         names = [layer]
         if self.info.tags_output and self.info.tags_output != layer:
@@ -210,9 +211,14 @@ def frame_inputs(
     def batches() -> Iterator[np.ndarray]:
         for first in range(0, len(starts), batch_size):
             frames = cut_frames(source, starts[first : first + batch_size], grid.length)
-            yield frontend(frames) if grid.unit == "sample" else frames
+            yield model_inputs(frames, grid, frontend)
 
     return starts, batches()
+
+
+def model_inputs(frames: np.ndarray, grid: FrameGrid, frontend: MelSpectrogram) -> np.ndarray:
+    """The model inputs of cut frames: a log-mel per audio window, or mel patches as they are."""
+    return frontend(frames) if grid.unit == "sample" else frames
 
 
 def load_model(

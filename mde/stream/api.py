@@ -16,7 +16,7 @@ from mde.runtime.defaults import default_model_path
 from mde.runtime.extractor import DEFAULT_BATCH_SIZE, Model
 from mde.stream.engine import FrameSink, StreamEngine, StreamSummary
 from mde.stream.outputs import FrameCollector, StreamedArrays
-from mde.stream.scales import DEFAULT_SCALES, PerScale, Scale, model_key, pick, scale_grid
+from mde.stream.scales import DEFAULT_SCALES, PerScale, Scale, pick, scale_grid
 from mde.stream.sources import AudioSource, FileSource
 
 
@@ -37,21 +37,17 @@ def load_scales(
       1 s. threads: inference threads per model (one session per model is shared by its scales).
     announce: receives a note when the default model is imported on first use.
     """
-    loaded: dict[str, Model] = {}
+    loaded: dict[Path, Model] = {}  # one session per model file, whichever name reached it
     out = []
     for seconds in scales:
         name = pick(models, seconds, scales, "--models")
         hop = pick(hops, seconds, scales, "--hop")
-        key = model_key(name)  # type: ignore[arg-type]
-        if key not in loaded:
-            path = default_model_path(announce=announce) if name is None else store.resolve(str(name))
-            loaded[key] = Model(path, threads=threads, batch_size=batch_size, backend=backend, device=device)
-        model = loaded[key]
+        path = default_model_path(announce=announce) if name is None else store.resolve(str(name))
+        if path not in loaded:
+            loaded[path] = Model(path, threads=threads, batch_size=batch_size, backend=backend, device=device)
+        model = loaded[path]
         grid = scale_grid(model, seconds, hop)  # type: ignore[arg-type]
-        outputs = [model.info.embedding_output]
-        if model.info.tags_output and model.info.tags_output not in outputs:
-            outputs.append(model.info.tags_output)
-        out.append(Scale(seconds, model, grid, outputs))
+        out.append(Scale(seconds, model, grid, model.output_names(model.info.embedding_output)))
     return out
 
 

@@ -22,8 +22,7 @@ import numpy as np
 
 from mde.audio import to_mono
 from mde.errors import MdeError
-from mde.runtime.extractor import frames_per_call
-from mde.runtime.frontend import MelSpectrogram
+from mde.runtime.extractor import frames_per_call, model_inputs
 from mde.stream.buffers import BlockRing
 from mde.stream.feeds import RateFeed, ReadyFrame
 from mde.stream.scales import Scale
@@ -137,10 +136,6 @@ class ScaleWorker:
         self._pending: deque[_Pending] = deque()
         self._ready = threading.Condition()
         self._closed = False
-        info = scale.model.info
-        self._frontend = (
-            MelSpectrogram.from_config(info.frontend) if scale.grid.unit == "sample" and info.frontend else None
-        )
         self._thread = threading.Thread(target=self._run, name=f"mde-stream-{scale.label}", daemon=True)
 
     def start(self) -> None:
@@ -185,10 +180,8 @@ class ScaleWorker:
 
     def _compute(self, batch: list[_Pending]) -> None:
         scale, info = self.scale, self.scale.model.info
-        inputs = np.stack([item.frame.units for item in batch])
-        if self._frontend is not None:
-            inputs = self._frontend(inputs)
-        values = scale.model.backend.run(inputs, scale.outputs)
+        frames = np.stack([item.frame.units for item in batch])
+        values = scale.model.backend.run(model_inputs(frames, scale.grid, scale.model.frontend), scale.outputs)
         done = time.monotonic()
         embedding, tags = values[scale.outputs[0]], values.get(info.tags_output) if info.tags_output else None
         for i, item in enumerate(batch):

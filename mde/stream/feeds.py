@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 import numpy as np
-import soxr
 
+from mde.audio import stream_resampler
 from mde.errors import MdeError
 from mde.runtime.chunker import FrameGrid
 from mde.runtime.frontend import MelSpectrogram
@@ -114,9 +114,7 @@ class RateFeed:
 
     def __init__(self, source_rate: int, rate: int, threads: int = 1) -> None:
         self.rate = rate
-        self._resampler = None if source_rate == rate else soxr.ResampleStream(
-            source_rate, rate, 1, dtype="float32", quality="HQ"
-        )
+        self._resampler = None if source_rate == rate else stream_resampler(source_rate, rate)
         self.samples = UnitBuffer(capacity=1 << 20)
         self.window_chunkers: list[Chunker] = []
         self.mel_feeds: dict[FrontendConfig, MelFeed] = {}

@@ -19,6 +19,7 @@ import numpy as np
 from mde.errors import MdeError
 from mde.runtime.writers import atomic_path
 from mde.stream.engine import StreamFrame, StreamSummary
+from mde.stream.scales import scale_label
 
 ARRAY_FORMATS = (".npz", ".parquet")
 DEFAULT_FLUSH_SECONDS = 5.0
@@ -137,14 +138,10 @@ class ArraySink(FrameCollector):
         self.flush()
 
 
-def _label(scale: float) -> str:
-    return f"{scale:g}s"
-
-
 def _write_npz(results: dict[float, StreamedArrays], path: Path) -> None:
     arrays: dict[str, np.ndarray] = {"scales": np.array(sorted(results), np.float64)}
     for scale, r in results.items():
-        key = _label(scale)
+        key = scale_label(scale)
         arrays.update({
             f"{key}/t": r.t, f"{key}/embedding": r.embedding, f"{key}/latency_ms": r.latency_ms,
             f"{key}/tags": r.tags if r.tags is not None else np.zeros((len(r.t), 0), np.float32),

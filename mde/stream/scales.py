@@ -8,7 +8,6 @@ if its window is that long (within 10 %); the frames then have the model's own w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 from mde.errors import MdeError
@@ -34,11 +33,16 @@ class Scale:
 
     @property
     def label(self) -> str:
-        return f"{self.seconds:g}s"
+        return scale_label(self.seconds)
 
     @property
     def hop_seconds(self) -> float:
         return self.grid.step * self.grid.unit_seconds
+
+
+def scale_label(seconds: float) -> str:
+    """How a scale is named in outputs and messages: 0.5 -> '0.5s'."""
+    return f"{seconds:g}s"
 
 
 def parse_scales(text: str) -> list[float]:
@@ -114,7 +118,3 @@ def scale_grid(model: Model, seconds: float, hop: Optional[float]) -> FrameGrid:
     check_request(info, window=window, hop=step)
     return frame_grid(info, window=window, hop=step)
 
-
-def model_key(name: Optional[Union[str, Path]]) -> str:
-    """How loaded models are shared between scales: by the name or path given (None: the default)."""
-    return "" if name is None else str(name)
