@@ -34,10 +34,6 @@ class BlockRing:
         self.dropped_blocks = 0  # producer only
         self.dropped_frames = 0  # producer only
 
-    @property
-    def block_frames(self) -> int:
-        return self._blocks.shape[1]
-
     def push(self, block: np.ndarray, arrival: float) -> bool:
         """Copy a (frames, channels) block in; False (and counted) when the ring is full.
 

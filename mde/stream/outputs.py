@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, TextIO
 
@@ -78,14 +79,17 @@ class FrameCollector:
         return {scale: StreamedArrays.of(frames) for scale, frames in self.snapshot().items()}
 
 
+@dataclass
 class StreamedArrays:
     """One scale's frames as arrays: t (s, float64), embedding (frames, dim), tags (frames, n_tags) or
     None, latency_ms (float32), plus the model and its tag names."""
 
-    def __init__(self, t: np.ndarray, embedding: np.ndarray, tags: Optional[np.ndarray],
-                 latency_ms: np.ndarray, model: str, tag_names: tuple[str, ...]) -> None:
-        self.t, self.embedding, self.tags, self.latency_ms = t, embedding, tags, latency_ms
-        self.model, self.tag_names = model, tag_names
+    t: np.ndarray
+    embedding: np.ndarray
+    tags: Optional[np.ndarray]
+    latency_ms: np.ndarray
+    model: str
+    tag_names: tuple[str, ...]
 
     @classmethod
     def of(cls, frames: list[StreamFrame]) -> "StreamedArrays":

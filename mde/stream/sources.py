@@ -75,13 +75,12 @@ class _ReaderSource(AudioSource):
                 if self._stop.is_set():
                     break
                 delivered += len(block)
-                if self.live:
+                if self.live:  # released when its last frame would have been captured; dropped if full
                     _sleep_until(started + delivered / self.rate, self._stop)
-                    ring.push(block, time.monotonic())
-                else:
+                else:  # wait for room: nothing is lost
                     while ring.full() and not self._stop.is_set():
                         time.sleep(0.002)
-                    ring.push(block, time.monotonic())
+                ring.push(block, time.monotonic())
         except BaseException as exc:  # handed to the consumer, which reports it
             self.error = exc
         finally:
@@ -217,7 +216,6 @@ class MicSource(AudioSource):
         self.block_frames = max(1, round(block_seconds * self.rate))
         self._stream = None
         self._ring: Optional[BlockRing] = None
-        self.device_overflows = 0
 
     def describe(self) -> str:
         return f"microphone {self.device_name!r} ({self.rate} Hz, {self.channels} ch)"
