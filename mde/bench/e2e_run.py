@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from mde.bench.report import own_peak_mb
+
 
 def run_mde(job: dict[str, Any]) -> int:
     """Embed the files with mde's batch path (as ``mde embed`` does); returns the number that failed."""
@@ -40,20 +42,6 @@ def run_seed(job: dict[str, Any]) -> int:
     for name in job["files"]:
         np.save(out / f"{Path(name).stem}.npy", embed(Path(name)))
     return 0
-
-
-def own_peak_mb() -> float | None:
-    """This process's peak resident set in MB from /proc/self/status VmHWM (Linux), or None.
-
-    Preferred to RUSAGE_SELF, which Linux carries across fork + exec: a process started by a large one
-    would report the parent's size."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def main(argv: list[str]) -> None:

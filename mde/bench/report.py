@@ -72,6 +72,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def own_peak_mb() -> float | None:
+    """This process's peak resident set in MB from /proc/self/status VmHWM (Linux), or None.
+
+    Preferred to RUSAGE_SELF, which Linux carries across fork + exec: a process started by a large one
+    would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set (VmHWM) so :func:`own_peak_mb` covers what follows only (Linux >= 4.0:
+    writing 5 to /proc/self/clear_refs); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def machine_facts(packages: Iterable[str] = ()) -> dict[str, object]:
     """CPU, core count, OS, Python and the versions of ``packages`` that are installed."""
     versions = {}

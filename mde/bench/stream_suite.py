@@ -17,8 +17,7 @@ from typing import Optional
 import numpy as np
 import soundfile as sf
 
-from mde.bench.report import Column, Timing
-from mde.bench.e2e_run import own_peak_mb
+from mde.bench.report import Column, Timing, own_peak_mb, reset_peak_rss
 from mde.bench.suites import BenchSettings, SuiteResult, finish, reference_clip
 
 DEFAULT_SECONDS = 60.0
@@ -36,7 +35,7 @@ def run(settings: BenchSettings) -> SuiteResult:
         with tempfile.TemporaryDirectory(prefix="mde-bench-stream-") as tmp:
             audio = _stream_input(reference_clip(settings), seconds, Path(tmp) / "stream.wav")
             settings.announce(f"streaming {seconds:g} s at real time on CPU {_cpu_label()}")
-            peak_is_own = _reset_peak_rss()
+            peak_is_own = reset_peak_rss()
             backend = "torch" if settings.device == "cuda" else "ort"
             scales = load_scales(DEFAULT_SCALES, threads=1, backend=backend, device=settings.device,
                                  announce=settings.announce)
@@ -104,13 +103,3 @@ def _stream_input(clip: Optional[Path], seconds: float, target: Path) -> Path:
     n = int(seconds * rate)
     sf.write(target, np.resize(samples, n), rate, subtype="FLOAT")
     return target
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak resident set (VmHWM) so the figure covers this suite only (Linux >= 4.0:
-    writing 5 to /proc/self/clear_refs); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
