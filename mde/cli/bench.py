@@ -35,6 +35,17 @@ SEED_HELP = ("A first-seed FCN29 .ckpt: the end-to-end suite compares mde with t
              "(default: the shared test data's FCN29 checkpoint, except with --quick).")
 
 
+# Options shared by the subcommands (typer reads these defaults; one definition each).
+DEVICE = typer.Option("cpu", "--device", help=DEVICE_HELP)
+THREADS = typer.Option(None, "--threads", help=THREADS_HELP)
+OUT_DIR = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP)
+QUICK = typer.Option(False, "--quick", help=QUICK_HELP)
+ROUNDS = typer.Option(None, "--rounds", help=ROUNDS_HELP)
+MODELS = typer.Option(None, "--models", "-m", help=MODELS_HELP)
+AUDIO = typer.Option(None, "--audio", help=AUDIO_HELP)
+SEED_CHECKPOINT = typer.Option(None, "--seed-checkpoint", help=SEED_HELP)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
 
@@ -60,12 +71,12 @@ def _run(names: List[str], settings) -> None:
 
 @bench_app.command("frontend")
 def frontend(
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
-    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
-    rounds: Optional[int] = typer.Option(None, "--rounds", help=ROUNDS_HELP),
-    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP),
+    device: str = DEVICE,
+    threads: Optional[int] = THREADS,
+    out_dir: Path = OUT_DIR,
+    quick: bool = QUICK,
+    rounds: Optional[int] = ROUNDS,
+    audio: Optional[Path] = AUDIO,
 ) -> None:
     """The C log-mel kernel vs torch.stft, librosa and torchaudio: clips of 0.5, 3.7, 29 and 300 s, 1 and N threads."""
     _run(["frontend"], _settings(out_dir, device, threads, quick, rounds, audio=audio))
@@ -73,13 +84,13 @@ def frontend(
 
 @bench_app.command("models")
 def models(
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
-    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
-    rounds: Optional[int] = typer.Option(None, "--rounds", help=ROUNDS_HELP),
-    model: Optional[List[str]] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
-    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP),
+    device: str = DEVICE,
+    threads: Optional[int] = THREADS,
+    out_dir: Path = OUT_DIR,
+    quick: bool = QUICK,
+    rounds: Optional[int] = ROUNDS,
+    model: Optional[List[str]] = MODELS,
+    audio: Optional[Path] = AUDIO,
 ) -> None:
     """Each model and window scale under torch eager and ONNX Runtime fp32 / int8 / fp16 (GPU: torch fp16 +
     CUDA graphs, ORT CUDA, TensorRT), batch 1 and 32: x real time and GFLOP/s against the machine's peak."""
@@ -88,14 +99,14 @@ def models(
 
 @bench_app.command("e2e")
 def e2e(
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
-    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
-    rounds: Optional[int] = typer.Option(None, "--rounds", help=ROUNDS_HELP),
-    model: Optional[List[str]] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
-    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP),
-    seed_checkpoint: Optional[Path] = typer.Option(None, "--seed-checkpoint", help=SEED_HELP),
+    device: str = DEVICE,
+    threads: Optional[int] = THREADS,
+    out_dir: Path = OUT_DIR,
+    quick: bool = QUICK,
+    rounds: Optional[int] = ROUNDS,
+    model: Optional[List[str]] = MODELS,
+    audio: Optional[Path] = AUDIO,
+    seed_checkpoint: Optional[Path] = SEED_CHECKPOINT,
 ) -> None:
     """A folder of real MP3 / OGG files to embeddings with 1 and 2 worker processes: files/s, x real time,
     peak memory; against the first seed's torch pipeline."""
@@ -105,8 +116,8 @@ def e2e(
 @bench_app.command("stream")
 def stream(
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda to run the models with the torch backend on the GPU."),
-    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
-    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    out_dir: Path = OUT_DIR,
+    quick: bool = QUICK,
     seconds: Optional[float] = typer.Option(None, "--seconds", min=1.0, help="Seconds of audio streamed at real time (default 60, 8 with --quick; 600 is the soak test)."),
     audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP + " The stream repeats its MTAT clip, or its first file."),
 ) -> None:
@@ -118,14 +129,14 @@ def stream(
 
 @bench_app.command("all")
 def run_everything(
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o", help=OUT_HELP),
-    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
-    rounds: Optional[int] = typer.Option(None, "--rounds", help=ROUNDS_HELP),
-    model: Optional[List[str]] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
-    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_HELP),
-    seed_checkpoint: Optional[Path] = typer.Option(None, "--seed-checkpoint", help=SEED_HELP),
+    device: str = DEVICE,
+    threads: Optional[int] = THREADS,
+    out_dir: Path = OUT_DIR,
+    quick: bool = QUICK,
+    rounds: Optional[int] = ROUNDS,
+    model: Optional[List[str]] = MODELS,
+    audio: Optional[Path] = AUDIO,
+    seed_checkpoint: Optional[Path] = SEED_CHECKPOINT,
 ) -> None:
     """Every suite in turn (mde.bench.suites.ALL_SUITES) with the same settings (about 10 minutes on 2 cores)."""
     from mde.bench.suites import ALL_SUITES
