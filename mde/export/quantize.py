@@ -176,7 +176,7 @@ def rewrite_for_int8(model: Any) -> Any:
 def _check_rewrite(reference: bytes, rewritten: bytes, windows: np.ndarray) -> None:
     """ParityError when the rewritten fp32 graph's outputs differ from the source's beyond
     REWRITE_ATOL + REWRITE_RTOL * |output| on ``windows``."""
-    names = [output.name for output in _session(reference).get_outputs()]
+    names = list(read_metadata(reference).outputs)
     want = _run(reference, windows, names, 8)
     got = _run(rewritten, windows, names, 8)
     for name in names:
@@ -232,14 +232,10 @@ def _top(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, axis=1)[:, :TOP_K]
 
 
-def _session(model: bytes) -> Any:
+def _run(model: bytes, windows: np.ndarray, names: list[str], batch: int) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
-    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-
-
-def _run(model: bytes, windows: np.ndarray, names: list[str], batch: int) -> dict[str, np.ndarray]:
-    session = _session(model)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     parts = [session.run(names, {INPUT_NAME: windows[i : i + batch]}) for i in range(0, len(windows), batch)]
     return {name: np.concatenate([part[k] for part in parts]) for k, name in enumerate(names)}
 
