@@ -1,5 +1,6 @@
 """The command line as a user runs it: a real subprocess, real files, exit codes and stderr."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -124,3 +125,24 @@ def test_bad_input_gives_one_line(tiny_model, mde_home, tmp_path, args, fragment
     write_tone(tmp_path / "song.wav", 1.0)
     proc = run_mde(*args, cwd=tmp_path, home=mde_home)
     assert_one_line_error(proc, fragment)
+
+
+@pytest.mark.parametrize("args, purpose", [
+    (["train", "--model", "fcn05", "--dataset", "manifest", "--data", "x.csv", "--out", "run"], "Training"),
+    (["eval", "MTT_musicnn", "--dataset", "manifest", "--data", "x.csv"], "Evaluating"),
+])
+def test_training_and_evaluation_without_scikit_learn_name_the_extra(args, purpose, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from mde.cli import train as train_cli
+    from mde.cli.app import _register_commands, app
+    from mde.errors import MissingExtraError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(train_cli.importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "sklearn" else real(name, *rest))
+    monkeypatch.chdir(tmp_path)
+    _register_commands()
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, MissingExtraError)
+    assert str(result.exception) == f"{purpose} needs the 'scikit-learn' package: pip install 'mde[train]'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Optional
@@ -22,11 +23,15 @@ def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
 
 
-def _needs_torch(purpose: str) -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise MissingExtraError("torch", "train", purpose) from None
+TRAIN_EXTRA_PACKAGES = {"torch": "torch", "sklearn": "scikit-learn"}
+"""Modules of the 'train' extra that these commands need, and the package that provides each."""
+
+
+def _needs(purpose: str, *modules: str) -> None:
+    """MissingExtraError naming the 'train' extra unless every module is installed (found, not imported)."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(TRAIN_EXTRA_PACKAGES[module], "train", purpose)
 
 
 def train(
@@ -56,7 +61,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (--epochs may be raised)."),
 ) -> None:
     """Train a model; the best checkpoint (by validation ROC-AUC, or accuracy) is evaluated on the test split."""
-    _needs_torch("Training")
+    _needs("Training", "torch", "sklearn")
     from mde.trainer.config import TrainConfig
     from mde.trainer.loop import Trainer
 
@@ -123,6 +128,7 @@ def evaluate(
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics to this JSON file."),
 ) -> None:
     """Evaluate a trained run or a model file on a dataset split: ROC-AUC, PR-AUC, loss (and accuracy...)."""
+    _needs("Evaluating", "sklearn")
     from mde.trainer.assess import assess
 
     metrics = assess(target, dataset, data, split, _crops(eval_crops), single_label or dataset == "gtzan")
@@ -154,7 +160,7 @@ def prepare(
 
     frontend = None
     if model:
-        _needs_torch("--model")
+        _needs("--model", "torch")
         from mde.trainer.models import get_model_spec
 
         spec = get_model_spec(model)
