@@ -81,6 +81,8 @@ const char *mde_status_message(mde_status status)
         return "input signal is too short";
     case MDE_ERR_NON_FINITE:
         return "input contains NaN or infinity";
+    case MDE_ERR_TOO_LARGE:
+        return "input or output too large: its size overflows size_t";
     }
     return "unknown error";
 }
@@ -250,18 +252,15 @@ static inline float bits_float(uint32_t bits)
 }
 
 /*
- * Natural log for x > 0 (normal or subnormal); +Inf and NaN pass through. Branch-free so it
- * vectorizes: x = 2^e m with m in [sqrt(1/2), sqrt(2)), then Cephes' logf polynomial in m - 1
- * (relative error about 1e-7, i.e. ~4e-7 dB on a dB value of magnitude 1).
+ * Natural log for normal x >= FLT_MIN (its callers floor at amin >= FLT_MIN or take 1 + C x); +Inf and
+ * NaN pass through. Branch-free so it vectorizes: x = 2^e m with m in [sqrt(1/2), sqrt(2)), then Cephes'
+ * logf polynomial in m - 1 (relative error about 1e-7, i.e. ~4e-7 dB on a dB value of magnitude 1).
  */
 MDE_INLINE float fast_ln(float x)
 {
-    const float lifted = x * 0x1p23f; /* subnormals become normal; their exponent is corrected by 23 */
-    const float normal_x = x < FLT_MIN ? lifted : x;
-    const float exponent_bias = x < FLT_MIN ? 126.0f + 23.0f : 126.0f;
-    const uint32_t bits = float_bits(normal_x);
+    const uint32_t bits = float_bits(x);
     const float mantissa = bits_float((bits & 0x007fffffu) | 0x3f000000u); /* in [0.5, 1) */
-    const float exponent = (float)(int32_t)(bits >> 23) - exponent_bias;
+    const float exponent = (float)(int32_t)(bits >> 23) - 126.0f;
     const int below_sqrt_half = mantissa < 0.70710678118654752f;
     const float e = below_sqrt_half ? exponent - 1.0f : exponent;
     const float t = (below_sqrt_half ? mantissa + mantissa : mantissa) - 1.0f;
@@ -456,6 +455,12 @@ MDE_DISPATCHED(flag_non_finite, (const float *values, size_t n, int *any_bad), (
 
 /* ================================================================ plan */
 
+/* 1 if value is a positive normal float32 (FLT_MIN..FLT_MAX), which float keeps to 2^-24 relative; 0 for NaN. */
+static int is_normal_float32(double value)
+{
+    return value >= FLT_MIN && value <= FLT_MAX;
+}
+
 static mde_status validate_config(const mde_melspec_config *c)
 {
     if (!mde_rfft_size_supported(c->n_fft)) {
@@ -467,7 +472,8 @@ static mde_status validate_config(const mde_melspec_config *c)
                          (c->norm == MDE_NORM_NONE || c->norm == MDE_NORM_SLANEY) &&
                          (c->pad_mode == MDE_PAD_REFLECT || c->pad_mode == MDE_PAD_CONSTANT) &&
                          (c->log == MDE_LOG_NONE || c->log == MDE_LOG_DB || c->log == MDE_LOG_LOG10P);
-    const int values_ok = (c->power == 1 || c->power == 2) && c->amin > 0.0 && isfinite(c->log_scale) &&
+    const int values_ok = (c->power == 1 || c->power == 2) && is_normal_float32(c->amin) &&
+                          is_normal_float32(c->log_scale) &&
                           (!c->use_top_db || (c->log == MDE_LOG_DB && c->top_db >= 0.0));
     return ranges_ok && enums_ok && values_ok ? MDE_OK : MDE_ERR_CONFIG;
 }
@@ -541,6 +547,22 @@ size_t mde_melspec_n_frames(const mde_melspec_plan *plan, size_t n_samples)
         return n_samples / hop + 1;
     }
     return n_samples < (size_t)plan->config.n_fft ? 0 : (n_samples - (size_t)plan->config.n_fft) / hop + 1;
+}
+
+mde_status mde_melspec_output_size(const mde_melspec_plan *plan, size_t batch, size_t n_samples,
+                                   size_t *n_values)
+{
+    const size_t per_signal_limit = SIZE_MAX / (size_t)plan->config.n_mels;
+    const size_t n_frames = mde_melspec_n_frames(plan, n_samples);
+    if (n_frames > per_signal_limit) {
+        return MDE_ERR_TOO_LARGE;
+    }
+    const size_t per_signal = (size_t)plan->config.n_mels * n_frames;
+    if (batch > 0 && (n_samples > SIZE_MAX / batch || per_signal > SIZE_MAX / batch)) {
+        return MDE_ERR_TOO_LARGE;
+    }
+    *n_values = batch * per_signal;
+    return MDE_OK;
 }
 
 /* ================================================================ framing */
@@ -738,9 +760,16 @@ mde_status mde_melspec_compute(const mde_melspec_plan *plan, const float *signal
     if (n_samples < mde_melspec_min_samples(plan)) {
         return MDE_ERR_SHORT_INPUT;
     }
+    size_t n_values = 0;
+    const mde_status size_status = mde_melspec_output_size(plan, batch, n_samples, &n_values);
+    if (size_status != MDE_OK) {
+        return size_status;
+    }
     const size_t bad = find_non_finite(plan, signals, batch * n_samples);
     if (bad < batch * n_samples) {
-        *bad_index = bad;
+        if (bad_index) {
+            *bad_index = bad;
+        }
         return MDE_ERR_NON_FINITE;
     }
     const size_t n_frames = mde_melspec_n_frames(plan, n_samples);

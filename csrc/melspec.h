@@ -5,6 +5,10 @@
  * A plan holds everything that depends only on the settings (window, FFT twiddles, sparse filterbank).
  * It is read-only after creation, so one plan may be used from several threads at once; every call
  * allocates its own scratch buffers.
+ *
+ * Pointers: every pointer argument must be non-NULL, except where its function's comment says that NULL
+ * is allowed (mde_melspec_plan_free's plan; mde_melspec_compute's bad_index, and its signals and out when
+ * batch is 0).
  */
 #ifndef MDE_MELSPEC_H
 #define MDE_MELSPEC_H
@@ -22,7 +26,8 @@ typedef enum {
     MDE_ERR_CONFIG,      /* another setting is out of range */
     MDE_ERR_NO_MEMORY,   /* an allocation failed */
     MDE_ERR_SHORT_INPUT, /* fewer samples than mde_melspec_min_samples */
-    MDE_ERR_NON_FINITE   /* the input holds NaN or +-Inf */
+    MDE_ERR_NON_FINITE,  /* the input holds NaN or +-Inf */
+    MDE_ERR_TOO_LARGE    /* batch x n_samples, or the output's size, does not fit in a size_t */
 } mde_status;
 
 /* Settings; the meaning of each field is that of mde.runtime.frontend_config.FrontendConfig. */
@@ -38,16 +43,16 @@ typedef struct {
     mde_pad_mode pad_mode;
     int power;              /* 2: |X|^2, 1: |X| */
     mde_log_mode log;
-    double amin;            /* floor before the dB log, spectrum units */
+    double amin;            /* floor before the dB log, spectrum units: a normal float32, FLT_MIN..FLT_MAX */
     int use_top_db;         /* 1: clip dB values to (per-signal max) - top_db */
     double top_db;          /* dB, >= 0 */
-    double log_scale;       /* C in log10(1 + C x) */
+    double log_scale;       /* C in log10(1 + C x): a normal float32, FLT_MIN..FLT_MAX */
     int fp16_round;         /* 1: round mel energies to IEEE half precision before the log */
 } mde_melspec_config;
 
 typedef struct mde_melspec_plan mde_melspec_plan;
 
-/* Builds a plan into *plan_out (NULL on failure). */
+/* Builds a plan into *plan_out (set to NULL on failure); MDE_ERR_N_FFT or MDE_ERR_CONFIG for bad settings. */
 mde_status mde_melspec_plan_create(const mde_melspec_config *config, mde_melspec_plan **plan_out);
 
 /* Releases a plan (NULL is allowed). */
@@ -61,6 +66,13 @@ size_t mde_melspec_min_samples(const mde_melspec_plan *plan);
 
 /* Frames produced for a signal of n_samples samples (n_samples >= the minimum). */
 size_t mde_melspec_n_frames(const mde_melspec_plan *plan, size_t n_samples);
+
+/*
+ * Into *n_values, the floats of the output for batch signals of n_samples samples each
+ * (batch x n_mels x n_frames); MDE_ERR_TOO_LARGE when that or batch x n_samples overflows a size_t.
+ */
+mde_status mde_melspec_output_size(const mde_melspec_plan *plan, size_t batch, size_t n_samples,
+                                   size_t *n_values);
 
 /* Number of one-sided FFT bins, n_fft/2 + 1. */
 size_t mde_melspec_n_freqs(const mde_melspec_plan *plan);
@@ -76,7 +88,10 @@ void mde_melspec_copy_filterbank(const mde_melspec_plan *plan, float *filterbank
  * signals: batch x n_samples floats, row-major.
  * out:     batch x n_mels x n_frames floats, row-major (n_frames from mde_melspec_n_frames).
  * n_threads: worker threads (frames of all signals are split between them); results do not depend
- *            on it. On MDE_ERR_NON_FINITE, *bad_index is the flat index of the first NaN or Inf.
+ *            on it. On MDE_ERR_NON_FINITE, *bad_index is the flat index of the first NaN or Inf
+ *            (bad_index may be NULL when the caller does not need it).
+ * signals and out may be NULL when batch is 0. Returns MDE_ERR_SHORT_INPUT, MDE_ERR_TOO_LARGE (see
+ * mde_melspec_output_size), MDE_ERR_NON_FINITE or MDE_ERR_NO_MEMORY without writing to out.
  * Needs no Python and touches no global state, so callers may release the GIL around it.
  */
 mde_status mde_melspec_compute(const mde_melspec_plan *plan, const float *signals, size_t batch,

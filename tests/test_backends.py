@@ -34,7 +34,7 @@ def _compare(path, device="cpu", frames=None, atol=1e-5):
     other = make_backend(path, "torch", device)
     info = ort_backend.info
     batch = np.random.default_rng(0).standard_normal(
-        (5, info.frontend.n_mels, frames or info.window // info.frontend.hop_length + 1)
+        (5, info.frontend.n_mels, frames or info.window_samples // info.frontend.hop_length + 1)
     ).astype(np.float32)
     expected = ort_backend.run(batch, ort_backend.output_names)
     for _ in range(2):  # on CUDA: the first call captures the graph, the second replays it
@@ -72,12 +72,12 @@ def test_unknown_backend_or_device_is_refused():
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed")
 def test_tensorrt_backend_without_tensorrt_names_the_extra(tiny_model, mde_home, tmp_path):
-    with pytest.raises(MissingExtraError, match=r"pip install 'mde\[gpu\]'"):
+    with pytest.raises(MissingExtraError, match="mde's 'gpu' extra"):
         check_backend("tensorrt", "cuda")
     write_tone(tmp_path / "a.wav", 1.0)
     proc = run_mde("tag", tmp_path / "a.wav", "-m", tiny_model, "--backend", "tensorrt", "--device", "cuda",
                    cwd=tmp_path, home=mde_home)
-    assert_one_line_error(proc, "'tensorrt' package", "mde[gpu]")
+    assert_one_line_error(proc, "'tensorrt' package", "mde's 'gpu' extra")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
@@ -97,8 +97,7 @@ def test_torch_backend_fp16_cuda_graphs_match_ort(fcn05_path):
 @needs_cuda
 @pytest.mark.skipif(not HAS_TENSORRT, reason="tensorrt is not installed")
 def test_tensorrt_engine_builds_and_matches_ort(fcn05_path, tmp_path):
-    from mde.export.tensorrt import build_engine
-    from mde.torch_backends.tensorrt_runner import read_sidecar
+    from mde.runtime.backends.tensorrt_engine import build_engine, read_sidecar
 
     plan = build_engine(fcn05_path, max_batch=8, timing_cache=tmp_path / "cache")
     assert (tmp_path / "cache").is_file() and read_sidecar(plan)["max_batch"] == 8

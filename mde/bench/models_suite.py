@@ -1,6 +1,6 @@
 """``mde bench models``: each model and window scale under each inference path, batch 1 and 32.
 
-CPU rows: torch eager (the model file's graph run op by op by torch, fp32; mde.torch_backends), ONNX
+CPU rows: torch eager (the model file's graph run op by op by torch, fp32; mde.runtime.backends.torch_runner), ONNX
 Runtime fp32 (mde's default path, the reference of every ratio), ORT int8 (static QDQ, calibrated on
 the real audio) and ORT fp16, all on N threads (--threads; default all cores). GPU rows (--device
 cuda): torch eager fp32, torch fp16 + CUDA graphs (the reference), ORT CUDA (onnxruntime-gpu) and
@@ -16,8 +16,9 @@ percentage of the machine's peak (whose derivation the results state).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from mde.bench.suites import (
 )
 from mde.errors import MdeError
 from mde.runtime import store
+from mde.runtime.backends.common import Backend
 from mde.runtime.package import ModelInfo, read_model_info
 
 SCALES = (0.5, 3.7, 29.0)
@@ -114,7 +116,7 @@ def precision_files(fp32: Path, settings: BenchSettings, skipped: dict[str, str]
             from mde.export.export import export_model
 
             kwargs = {"int8": True, "calib": calib, "calib_hop": calibration_hop(info, calib)} \
-                if precision == "int8" else {"fp16": True}
+                if precision == "int8" and calib is not None else {"fp16": True}
             cache.mkdir(parents=True, exist_ok=True)
             files[precision] = export_model(fp32, target, **kwargs).path
         except (ImportError, MdeError) as exc:
@@ -150,8 +152,9 @@ def model_input(info: ModelInfo, window: Optional[float], batch: int, settings: 
 def backend_call(path: Path, backend: str, device: str, threads: int, batch: np.ndarray,
                  **options: object) -> Method:
     """One inference call of ``batch`` through a backend (options go to the torch backend)."""
+    runner: Backend
     if backend == "torch":
-        from mde.torch_backends.torch_runner import TorchBackend
+        from mde.runtime.backends.torch_runner import TorchBackend
 
         runner = TorchBackend(path, device=device, threads=threads if device == "cpu" else None, **options)  # type: ignore[arg-type]
     else:
@@ -174,7 +177,7 @@ def variants(files: dict[str, Path], settings: BenchSettings) -> dict[str, tuple
             "ORT CUDA fp32": (fp32, "ort", {}),
             "TensorRT": (fp32, "tensorrt", {}),
         }
-    found = {"torch eager": (fp32, "torch", {}), CPU_REFERENCE: (fp32, "ort", {})}
+    found: dict[str, tuple[Path, str, dict]] = {"torch eager": (fp32, "torch", {}), CPU_REFERENCE: (fp32, "ort", {})}
     for precision in ("int8", "fp16"):
         if precision in files:
             found[f"ORT {precision}"] = (files[precision], "ort", {})
@@ -277,9 +280,9 @@ def run(settings: BenchSettings) -> SuiteResult:
         f"{reference}'s median in the same group. x real time = batch x window seconds / median. GFLOP/s: "
         "Conv + MatMul + Gemm FLOPs of the fp32 graph at that input shape (ONNX shape inference) / median; int8 "
         "rows do the same arithmetic in 8 bits. The large batch holds at most "
-        f"{MAX_CALL_AUDIO_S:g} s of audio (29 s windows: batch {capped_batch(max(batches), 29.0)}). Above 100% of peak: the clock "
-        "runs above the nominal 'cpu MHz' (boost), and int8 rows use 8-bit dot products (VNNI), several per "
-        "float32 lane. Peak: " + peak[False].source + "."
+        f"{MAX_CALL_AUDIO_S:g} s of audio (29 s windows: batch {capped_batch(max(batches), 29.0)}). Above 100% of "
+        "peak: the clock runs above the nominal 'cpu MHz' (boost), and int8 rows use 8-bit dot products (VNNI), "
+        "several per float32 lane. Peak: " + peak[False].source + "."
         + (f" Float16 peak: {peak[True].source}." if peak[True] is not peak[False] else "")
         + (" " + " ".join(notes.values()) if notes else "")
     )

@@ -24,6 +24,7 @@ cdef extern from "melspec.h" nogil:
         MDE_OK
         MDE_ERR_SHORT_INPUT
         MDE_ERR_NON_FINITE
+        MDE_ERR_TOO_LARGE
 
     ctypedef struct mde_melspec_config:
         int sample_rate
@@ -52,6 +53,8 @@ cdef extern from "melspec.h" nogil:
     const char *mde_status_message(mde_status status)
     size_t mde_melspec_min_samples(const mde_melspec_plan *plan)
     size_t mde_melspec_n_frames(const mde_melspec_plan *plan, size_t n_samples)
+    mde_status mde_melspec_output_size(const mde_melspec_plan *plan, size_t batch, size_t n_samples,
+                                       size_t *n_values)
     size_t mde_melspec_n_freqs(const mde_melspec_plan *plan)
     void mde_melspec_copy_window(const mde_melspec_plan *plan, float *window)
     void mde_melspec_copy_filterbank(const mde_melspec_plan *plan, float *filterbank)
@@ -112,6 +115,17 @@ cdef class MelPlan:
         """Smallest signal length the plan accepts, in samples."""
         return mde_melspec_min_samples(self.plan)
 
+    def output_size(self, size_t batch, size_t n_samples) -> int:
+        """Floats in the output (batch x n_mels x frames) for ``batch`` signals of ``n_samples`` samples.
+
+        Raises FrontendError when that, or batch x n_samples, overflows the C size type (size_t).
+        """
+        cdef size_t n_values = 0
+        cdef mde_status status = mde_melspec_output_size(self.plan, batch, n_samples, &n_values)
+        if status != MDE_OK:
+            raise FrontendError(f"{mde_status_message(status).decode()} ({batch} signals of {n_samples} samples)")
+        return n_values
+
     def window(self) -> np.ndarray:
         """The periodic Hann window, float32 (n_fft,)."""
         out = np.empty(self.n_fft, dtype=np.float32)
@@ -129,7 +143,8 @@ cdef class MelPlan:
     def compute(self, const float[:, ::1] signals, int threads) -> np.ndarray:
         """Log-mels of C-contiguous float32 (batch, samples) -> float32 (batch, n_mels, frames).
 
-        Runs without the GIL. Raises FrontendError for too-short signals and NonFiniteInput for NaN/Inf.
+        Runs without the GIL. Raises FrontendError for too-short or too-large input and NonFiniteInput for
+        NaN/Inf.
         """
         cdef size_t batch = signals.shape[0]
         cdef size_t n_samples = signals.shape[1]
@@ -140,6 +155,7 @@ cdef class MelPlan:
                 f"{mde_status_message(MDE_ERR_SHORT_INPUT).decode()}: {n_samples} samples, "
                 f"need at least {mde_melspec_min_samples(self.plan)}"
             )
+        self.output_size(batch, n_samples)
         n_frames = mde_melspec_n_frames(self.plan, n_samples)
         out = np.empty((batch, self.n_mels, n_frames), dtype=np.float32)
         if batch == 0:

@@ -6,6 +6,7 @@ training, the exporters, and the model-file metadata. Units are stated per field
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Optional
 
@@ -15,6 +16,9 @@ MelScale = Literal["htk", "slaney"]
 LogMode = Literal["db", "log10p"]
 
 SUPPORTED_N_FFT = (256, 512, 1024, 2048, 4096)
+FLOAT32_MIN_NORMAL = 1.1754943508222875e-38  # C's FLT_MIN: below it float32 loses precision
+FLOAT32_MAX = 3.4028234663852886e38  # C's FLT_MAX
+C_INT_MAX = 2**31 - 1  # the kernel's sample_rate, hop_length and n_mels are C ints
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,10 @@ class FrontendConfig:
     pad_mode: 'reflect' or 'constant' (zeros) padding when ``center``.
     power: 2.0 for the power spectrum |X|^2, 1.0 for the magnitude |X|.
     log: 'db' for 10 log10(max(x, amin)) in dB, 'log10p' for log10(1 + log_scale * x), None for none.
-    amin: floor in spectrum units applied before the dB log.
+    amin: floor in spectrum units applied before the dB log; a normal float32 (1.2e-38 to 3.4e38), as the
+      kernel computes in float32.
     top_db: if set, dB values are clipped to (max over the call's frames) - top_db, per input signal.
-    log_scale: the C of 'log10p'.
+    log_scale: the C of 'log10p' (dimensionless); a normal float32 (1.2e-38 to 3.4e38).
     fp16_round: round the mel energies to float16 before the log (musicnn's recipe).
     """
 
@@ -56,16 +61,17 @@ class FrontendConfig:
     fp16_round: bool = False
 
     def __post_init__(self) -> None:
-        if self.n_fft not in SUPPORTED_N_FFT:
+        if not isinstance(self.n_fft, numbers.Integral) or self.n_fft not in SUPPORTED_N_FFT:
             raise FrontendError(
                 f"n_fft={self.n_fft} is not supported: use a power of two from 256 to 4096"
             )
-        if self.hop_length < 1:
-            raise FrontendError(f"hop_length must be positive, got {self.hop_length}")
-        if self.n_mels < 1:
-            raise FrontendError(f"n_mels must be positive, got {self.n_mels}")
-        if self.sample_rate < 1:
-            raise FrontendError(f"sample_rate must be positive, got {self.sample_rate}")
+        _check_count("hop_length", self.hop_length, "samples")
+        _check_count("n_mels", self.n_mels, "bands")
+        _check_count("sample_rate", self.sample_rate, "Hz")
+        for name in ("f_min", "f_max", "power", "top_db"):
+            value = getattr(self, name)
+            if not ((value is None and name in ("f_max", "top_db")) or _is_real(value)):
+                raise FrontendError(f"{name} must be a number, got {value!r}")
         if not 0.0 <= self.f_min < self.fmax_hz <= self.sample_rate / 2:
             raise FrontendError(
                 f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min}, f_max={self.fmax_hz}"
@@ -80,8 +86,8 @@ class FrontendConfig:
             raise FrontendError(f"power must be 1.0 or 2.0, got {self.power}")
         if self.log not in (None, "db", "log10p"):
             raise FrontendError(f"log must be 'db', 'log10p' or None, got {self.log!r}")
-        if self.amin <= 0:
-            raise FrontendError(f"amin must be positive, got {self.amin}")
+        _check_float32("amin", self.amin)
+        _check_float32("log_scale", self.log_scale)
 
     @property
     def fmax_hz(self) -> float:
@@ -106,7 +112,7 @@ class FrontendConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FrontendConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FrontendConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error so that typos do not pass silently."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -114,9 +120,29 @@ class FrontendConfig:
             raise FrontendError(f"unknown front-end settings: {sorted(unknown)}")
         return cls(**data)
 
-    def with_(self, **changes: Any) -> "FrontendConfig":
+    def with_(self, **changes: Any) -> FrontendConfig:
         """A copy with some settings changed."""
         return replace(self, **changes)
+
+
+def _is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number (Python or numpy; not a bool, not a string)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_count(name: str, value: Any, unit: str) -> None:
+    """FrontendError unless ``value`` is a whole number from 1 to C_INT_MAX (what the kernel's int holds)."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= int(value) <= C_INT_MAX):
+        raise FrontendError(f"{name} must be a whole number of {unit} from 1 to {C_INT_MAX}, got {value!r}")
+
+
+def _check_float32(name: str, value: Any) -> None:
+    """FrontendError unless ``value`` is a real number in float32's normal range (what the kernel keeps)."""
+    if not (_is_real(value) and FLOAT32_MIN_NORMAL <= value <= FLOAT32_MAX):
+        raise FrontendError(
+            f"{name} must be a positive number from {FLOAT32_MIN_NORMAL:.3g} to {FLOAT32_MAX:.3g} "
+            f"(float32's normal range), got {value!r}"
+        )
 
 
 SEED_FCN = FrontendConfig(

@@ -1,4 +1,5 @@
-"""Choose an inference backend by name and device; heavy optional packages are imported only here, lazily."""
+"""Choose an inference backend by name and device. The torch and TensorRT backends are imported only here,
+lazily, so torch, onnx and tensorrt load only when one of them is asked for."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ def check_backend(backend: str = "ort", device: str = "cpu") -> None:
 
         providers_for(device)
         return
-    from mde.torch_backends.cuda import import_torch, require_cuda
+    from mde.runtime.backends.cuda import import_torch, require_cuda
 
     if backend == "tensorrt":
-        from mde.torch_backends.tensorrt_runner import import_tensorrt
+        from mde.runtime.backends.tensorrt_engine import import_tensorrt
 
         import_tensorrt("The tensorrt backend")
     purpose = f"The {backend} backend"
@@ -45,9 +46,9 @@ def make_backend(path: str | Path, backend: str = "ort", device: str = "cpu",
 
         return OrtBackend(path, threads=threads, device=device)
     if backend == "torch":
-        from mde.torch_backends.torch_runner import TorchBackend
+        from mde.runtime.backends.torch_runner import TorchBackend
 
         return TorchBackend(path, device=device, threads=threads)
-    from mde.torch_backends.tensorrt_runner import TensorrtBackend
+    from mde.runtime.backends.tensorrt_runner import TensorrtBackend
 
     return TensorrtBackend(path)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from mde.errors import MdeError, MissingExtraError, ModelError
+from mde.errors import MdeError, MissingExtraError
 from mde.runtime.backends.common import check_outputs
-from mde.runtime.package import ModelInfo, info_from_session
+from mde.runtime.package import ModelInfo, info_from_session, open_session
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -42,10 +42,7 @@ class OrtBackend:
         if threads is not None:
             options.intra_op_num_threads = threads
         self.path = Path(path)
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # ORT's own exception types carry multi-line text
-            raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        self.session = open_session(path, providers, options)
         if providers[0] not in self.session.get_providers():
             raise MdeError(f"{path}: ONNX Runtime could not use {providers[0]} (no usable CUDA device?)")
         self.info: ModelInfo = info_from_session(self.session, str(path))

@@ -1,6 +1,6 @@
 """torch backend: a model file's ONNX graph run by torch, for GPUs without onnxruntime-gpu (and the CPU).
 
-The graph is interpreted op by op (:mod:`mde.torch_backends.graph`), so the network and weights are
+The graph is interpreted op by op (:mod:`mde.runtime.backends.torch_graph`), so the network and weights are
 exactly the file's. On CUDA it runs under fp16 autocast and replays one captured CUDA graph per input
 shape (batch size, frames), which removes the per-op launch overhead of small batches. torch and onnx are
 imported only when this module is (the factory imports it lazily).
@@ -8,14 +8,15 @@ imported only when this module is (the factory imports it lazily).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from mde.errors import MissingExtraError, ModelError
 from mde.runtime.backends.common import check_outputs
-from mde.torch_backends.cuda import import_torch, require_cuda
+from mde.runtime.backends.cuda import import_torch, require_cuda
 from mde.runtime.package import ModelInfo, info_from_metadata
 
 MAX_CUDA_GRAPHS = 16  # input shapes captured per backend; further shapes run eagerly
@@ -38,7 +39,7 @@ class TorchBackend:
             import onnx
         except ImportError:
             raise MissingExtraError("onnx", "export", purpose) from None
-        from mde.torch_backends.graph import OnnxGraphModule
+        from mde.runtime.backends.torch_graph import OnnxGraphModule
 
         self.path = Path(path)
         try:
@@ -69,7 +70,8 @@ class TorchBackend:
 
     def _forward(self, x: Any) -> dict[str, Any]:
         with self.torch.autocast(self.device.type, dtype=self.torch.float16, enabled=self.fp16):
-            return self.module(x)
+            outputs: dict[str, Any] = self.module(x)
+        return outputs
 
     def _replay(self, x: Any) -> dict[str, Any]:
         """Copy ``x`` into the captured graph's input for its shape (capturing it first) and replay it."""

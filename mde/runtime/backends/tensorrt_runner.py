@@ -1,51 +1,23 @@
-"""TensorRT backend: runs an engine built by :func:`mde.export.tensorrt.build_engine` on CUDA.
+"""TensorRT backend: runs an engine (see :mod:`mde.runtime.backends.tensorrt_engine`) on CUDA.
 
-An engine is specific to one GPU model and one TensorRT version, so it lives beside its ONNX model as
-``<model>.<gpu-slug>.trt<version>.plan`` with a JSON sidecar (``.plan.json``) holding the mde metadata and
-the build settings. Device buffers and the CUDA stream are torch CUDA tensors / streams (torch is already
-what mde's GPU paths use; no cuda-python needed). tensorrt and torch are imported lazily.
+Device buffers and the CUDA stream are torch CUDA tensors / streams (torch is already what mde's GPU paths
+use; no cuda-python needed). tensorrt and torch are imported lazily, when the backend is made.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from mde.errors import MissingExtraError, ModelError
+from mde.errors import ModelError
 from mde.runtime.backends.common import check_outputs
-from mde.torch_backends.cuda import gpu_slug, require_cuda
+from mde.runtime.backends.cuda import gpu_slug, require_cuda
+from mde.runtime.backends.tensorrt_engine import build_engine, engine_path, import_tensorrt, read_sidecar
 from mde.runtime.package import ModelInfo
-
-SIDECAR_SUFFIX = ".json"
-
-
-def import_tensorrt(purpose: str) -> Any:
-    """The tensorrt module, or MissingExtraError naming the 'gpu' extra."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingExtraError("tensorrt", "gpu", purpose) from None
-    return tensorrt
-
-
-def engine_path(onnx_path: Path, gpu: str, trt_version: str) -> Path:
-    """Where the engine of ``onnx_path`` for GPU slug ``gpu`` and TensorRT ``trt_version`` is stored."""
-    return onnx_path.with_name(f"{onnx_path.stem}.{gpu}.trt{trt_version}.plan")
-
-
-def sidecar_path(plan: Path) -> Path:
-    return plan.with_name(plan.name + SIDECAR_SUFFIX)
-
-
-def read_sidecar(plan: Path) -> dict[str, Any]:
-    """The sidecar of an engine: {'gpu', 'tensorrt', 'max_batch', 'fp16', 'profile', 'mde': metadata}."""
-    path = sidecar_path(plan)
-    if not path.is_file():
-        raise ModelError(f"{plan}: no metadata sidecar {path.name} (build engines with mde)")
-    return json.loads(path.read_text())
 
 
 class TensorrtBackend:
@@ -63,8 +35,6 @@ class TensorrtBackend:
         if path.suffix == ".onnx":
             plan = engine_path(path, gpu_slug(torch), trt.__version__)
             if not plan.is_file():
-                from mde.export.tensorrt import build_engine
-
                 plan = build_engine(path)
             path = plan
         sidecar = read_sidecar(path)

@@ -12,7 +12,8 @@ Imported only by the torch backend: it imports torch and onnx at module level.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -98,11 +99,11 @@ def _pool(kind: str) -> Op:
             x, padding = F.pad(x, _torch_pad(begins, ends), value=fill), 0
         if kind == "max":
             dilations = list(attrs.get("dilations", [1] * rank))
-            pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
-            return [pool(x, kernel, strides, padding, dilations, ceil_mode=ceil)]
-        pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
+            max_pool: Any = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
+            return [max_pool(x, kernel, strides, padding, dilations, ceil_mode=ceil)]
+        average_pool: Any = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
         include = bool(attrs.get("count_include_pad", 0))
-        return [pool(x, kernel, strides, padding, ceil_mode=ceil, count_include_pad=include)]
+        return [average_pool(x, kernel, strides, padding, ceil_mode=ceil, count_include_pad=include)]
 
     return run
 

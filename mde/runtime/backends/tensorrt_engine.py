@@ -1,24 +1,55 @@
-"""Build a TensorRT engine from an mde model file (TensorRT 10 Python API; needs a CUDA GPU).
+"""TensorRT engine files: where they live, their sidecar, and building one from an mde model file.
 
-The engine is stored beside the model as ``<model>.<gpu-slug>.trt<version>.plan`` with a JSON sidecar
-(see :mod:`mde.torch_backends.tensorrt_runner`), so engines for several GPUs / TensorRT versions coexist.
+An engine is specific to one GPU model and one TensorRT version, so it lives beside its ONNX model as
+``<model>.<gpu-slug>.trt<version>.plan`` with a JSON sidecar (``.plan.json``) holding the mde metadata and
+the build settings, so engines for several GPUs / TensorRT versions coexist. Built with the TensorRT 10
+Python API on a CUDA GPU; run by :mod:`mde.runtime.backends.tensorrt_runner`. tensorrt and torch are
+imported lazily (only when an engine is built or run).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
-from mde.errors import MdeError
-from mde.torch_backends.cuda import gpu_slug, require_cuda
-from mde.torch_backends.tensorrt_runner import engine_path, import_tensorrt, sidecar_path
-from mde.runtime.extractor import DEFAULT_BATCH_SIZE
+from mde.atomic import write_bytes_atomic
+from mde.errors import MdeError, MissingExtraError, ModelError
+from mde.runtime.backends.cuda import gpu_slug, require_cuda
+from mde.runtime.limits import DEFAULT_BATCH_SIZE
 from mde.runtime.package import ModelInfo, read_model_info
 
+SIDECAR_SUFFIX = ".json"
 MIN_FRAMES_DIVISOR = 4  # variable-length models: the profile spans patch_frames / 4 ...
 MAX_FRAMES_FACTOR = 4  # ... to 4 x patch_frames frames (0.75 s to 12 s for musicnn's 3 s patches)
+
+
+def import_tensorrt(purpose: str) -> Any:
+    """The tensorrt module, or MissingExtraError naming the 'gpu' extra."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise MissingExtraError("tensorrt", "gpu", purpose) from None
+    return tensorrt
+
+
+def engine_path(onnx_path: Path, gpu: str, trt_version: str) -> Path:
+    """Where the engine of ``onnx_path`` for GPU slug ``gpu`` and TensorRT ``trt_version`` is stored."""
+    return onnx_path.with_name(f"{onnx_path.stem}.{gpu}.trt{trt_version}.plan")
+
+
+def sidecar_path(plan: Path) -> Path:
+    """The JSON sidecar beside the engine ``plan``."""
+    return plan.with_name(plan.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(plan: Path) -> dict[str, Any]:
+    """The sidecar of an engine: {'gpu', 'tensorrt', 'max_batch', 'fp16', 'profile', 'mde': metadata}."""
+    path = sidecar_path(plan)
+    if not path.is_file():
+        raise ModelError(f"{plan}: no metadata sidecar {path.name} (build engines with mde)")
+    sidecar: dict[str, Any] = json.loads(path.read_text())
+    return sidecar
 
 
 def build_engine(onnx_path: Path, *, max_batch: int = 32, workspace_gb: float = 4.0, fp16: bool = True,
@@ -62,16 +93,16 @@ def build_engine(onnx_path: Path, *, max_batch: int = 32, workspace_gb: float = 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise MdeError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
-    _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     plan = engine_path(onnx_path, gpu, version)
-    _write_atomic(plan, bytes(serialized))
+    write_bytes_atomic(plan, bytes(serialized))
     sidecar = {
         "gpu": torch.cuda.get_device_name(), "gpu_slug": gpu, "tensorrt": version, "max_batch": max_batch,
         "fp16": fp16, "strongly_typed": strongly_typed, "source": onnx_path.name,
         "profile": {"min": profile_shapes[0], "opt": profile_shapes[1], "max": profile_shapes[2]},
         "mde": json.loads(info.to_json()),
     }
-    _write_atomic(sidecar_path(plan), json.dumps(sidecar, indent=1).encode())
+    write_bytes_atomic(sidecar_path(plan), json.dumps(sidecar, indent=1).encode())
     return plan
 
 
@@ -94,9 +125,3 @@ def _has_fp16_weights(onnx_path: Path) -> bool:
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     return any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
