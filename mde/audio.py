@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Optional
 
 import numpy as np
 import soundfile as sf
@@ -44,6 +45,10 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 )
 """Lower-case suffixes that :func:`find_audio_files` picks up when it walks a folder."""
 
+MAX_SAMPLE_MAGNITUDE = 1e6
+"""The largest sample magnitude accepted (full scale is 1.0): room for int16-scaled float arrays, far
+below what overflows the front end's float32 power spectrum."""
+
 _BLOCK_SAMPLES = 1 << 18
 """Samples (frames x channels) decoded per block: the multichannel buffer never holds more."""
 
@@ -64,8 +69,11 @@ _STREAMING_SIZE = 0x7FFF0000
 _SHORT_CHUNK = re.compile(r"^\s*(?:data|data size|ssnd)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.I | re.M)
 # RF64: "Calculated frame count 10999 does not match value from 'ds64' chunk of 22050."
 _SHORT_COUNT = re.compile(
-    r"calculated frame count (\d+) does not match value from '\w+' chunk of (\d+)", re.I
+    r"calculated frame count (\d+) does not match value from '\w+' chunk of (-?\d+)", re.I
 )
+# The count in that line is the ds64 chunk's 64-bit frame count cut to a signed 32-bit int (negative
+# from 2**31 frames on); the ds64 section of the log ("  Frames    : 3221225472") has it whole.
+_DS64_FRAMES = re.compile(r"^\s*Frames\s*:\s*(\d+)\s*$", re.I | re.M)
 # libsndfile logs this when libogg finds pages missing (damage; junk after the last page is only "skipped").
 _OGG_HOLE = "libogg reports a hole"
 
@@ -85,32 +93,59 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None) -> tuple[np.
     """Decode an audio file to mono float32 samples.
 
     Any format libsndfile reads (WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, AU, ...) with any sample
-    format and channel count. Channels are averaged; with ``sr`` (Hz) given and different from the
-    file's rate, the result is resampled with soxr 'HQ'.
+    format and channel count. Channels are averaged; with ``sr`` given and different from the file's
+    rate, the result is resampled with soxr 'HQ'. Unlike ``librosa.load``, the default keeps the
+    file's own rate (librosa resamples to 22050 Hz unless told ``sr=None``).
 
-    Returns ``(samples, rate)``: a C-contiguous float32 array of shape (samples,) and its rate in Hz
-    (``sr`` when given, else the file's).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The audio file.
+    sr : int or None, default None
+        Rate to resample to, in Hz (at least :data:`MIN_SAMPLE_RATE`); None keeps the file's rate.
 
-    Raises (each an :class:`AudioError` whose message starts with the path):
-      AudioFileNotFound: the path does not exist.
-      AudioError: the path is a directory or cannot be opened (permissions).
-      EmptyAudioFile: zero bytes, or a valid file that holds zero frames.
-      NotAudioError: not a format libsndfile recognises (text, random bytes, header-less RAW).
-      CorruptAudioError: recognised but damaged: a header that claims more data than the file holds
-        (WAV, AIFF, AU, RF64), an Ogg stream without its end-of-stream page or with missing pages,
-        a FLAC or MP3 stream the decoder loses sync in, or fewer frames decoded than the header
-        announces (FLAC, Ogg, MP3 with a length header).
-      InvalidSamplesError: a float file with NaN or infinity (the message gives sample and second).
-      UnsupportedRateError: the file's rate or ``sr`` is below :data:`MIN_SAMPLE_RATE`.
+    Returns
+    -------
+    samples : np.ndarray, float32, shape (samples,)
+        C-contiguous mono samples, full scale [-1, 1].
+    rate : int
+        Their rate in Hz: ``sr`` when given, else the file's.
 
+    Raises
+    ------
+    AudioFileNotFound
+        The path does not exist.
+    AudioError
+        The path is a directory, a symbolic link that loops or points to nothing, or cannot be opened
+        (permissions).
+    EmptyAudioFile
+        Zero bytes, or a valid file that holds zero frames.
+    NotAudioError
+        Not a format libsndfile recognises (text, random bytes, header-less RAW).
+    CorruptAudioError
+        Recognised but damaged: a header that claims more data than the file holds (WAV, AIFF, AU,
+        RF64, also an RF64 ds64 chunk claiming 2**31 frames or more), an Ogg stream without its
+        end-of-stream page or with missing pages, a FLAC or MP3 stream the decoder loses sync in, or
+        fewer frames decoded than the header announces (FLAC, Ogg, MP3 with a length header). The
+        decoder's own notices, if any, are folded into the message.
+    InvalidSamplesError
+        NaN, infinity or a sample beyond :data:`MAX_SAMPLE_MAGNITUDE` (the message gives sample and
+        second).
+    UnsupportedRateError
+        The file's rate or ``sr`` is below :data:`MIN_SAMPLE_RATE`.
+
+    Every message is one line that starts with the path.
+
+    Notes
+    -----
     What cannot be detected: garbage bytes inside PCM data (WAV/AIFF data are any bytes) decode as
     noise; a truncated W64 file reads as shorter. An MP3 without a Xing/Info/VBRI header (plain CBR)
     has only an estimated length (libsndfile counts ID3v2 tags, cover art included, as audio), so a
     cut one decodes without error to the frames present; one with such a header is checked, but
     up to 1152 samples may be missing unnoticed. A short run of garbage in an MP3 that the decoder
-    resyncs past drops a frame or two silently (libmpg123 may print notes to stderr). A WAV from a
-    streaming writer with a placeholder data size (0xFFFFFFFF) is read to the end of the file; one
-    with size 0 reads as empty.
+    resyncs past drops a frame or two silently (libmpg123's notices about it are kept off stderr).
+    A WAV from a streaming writer with a placeholder data size (0xFFFFFFFF) is read to the end of the
+    file; one with size 0 reads as empty.
     """
     path = Path(path)
     if sr is not None:
@@ -162,23 +197,34 @@ def to_mono(x: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected (frames,) or (frames, channels), got shape {x.shape}")
     if x.shape[1] == 1:
         return np.ascontiguousarray(x[:, 0], dtype=np.float32)
-    return x.mean(axis=1, dtype=np.float32)
+    mono: np.ndarray = x.mean(axis=1, dtype=np.float32)
+    return mono
 
 
 def check_samples(x: np.ndarray, origin: str, sr: int | None = None) -> None:
-    """Raise InvalidSamplesError if ``x`` holds NaN or infinity.
+    """Raise InvalidSamplesError if ``x`` holds NaN, infinity or a magnitude above MAX_SAMPLE_MAGNITUDE.
 
+    Full scale is 1.0; samples far beyond it (a float file holding 1e30) overflow the front end's
+    float32 power spectrum into NaN embeddings, so they are refused rather than embedded.
     ``origin`` starts the message (a path, or "array"); the first bad sample (the first bad frame,
     for a (frames, channels) array) is named by index, and in seconds too when ``sr`` (Hz) is given.
     """
-    finite = np.isfinite(x)
-    if finite.all():
+    with np.errstate(invalid="ignore"):
+        good = np.abs(x) <= MAX_SAMPLE_MAGNITUDE  # False for NaN too
+    if good.all():
         return
-    bad_frames = ~finite.reshape(len(x), -1).all(axis=1)
+    bad_frames = ~good.reshape(len(x), -1).all(axis=1)
     index = int(np.argmax(bad_frames))
-    what = "NaN" if np.isnan(x[index]).any() else "infinity"
+    frame = np.asarray(x[index]).ravel()
     where = f"sample {index}" + (f" ({index / sr:.3f} s)" if sr else "")
-    raise InvalidSamplesError(f"{origin}: {what} at {where}")
+    if not np.isfinite(frame).all():
+        what = "NaN" if np.isnan(frame).any() else "infinity"
+        raise InvalidSamplesError(f"{origin}: {what} at {where}")
+    value = float(frame[np.argmax(np.abs(frame))])
+    raise InvalidSamplesError(
+        f"{origin}: {where} is {value:.3g}, beyond the largest magnitude accepted "
+        f"({MAX_SAMPLE_MAGNITUDE:g}; full scale is 1.0): rescale the audio"
+    )
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -186,16 +232,25 @@ def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
     A file is taken as given, whatever its suffix. A folder is walked recursively for files whose
     suffix (case-insensitive) is in :data:`AUDIO_EXTENSIONS`; hidden files and folders (names
-    starting with '.') are skipped. Duplicates are recognised by resolved path.
+    starting with '.') are skipped. Duplicates are recognised by resolved path. A symbolic link that
+    loops or points nowhere is listed as it is (loading it raises a one-line AudioError).
     Raises AudioFileNotFound for a path that does not exist.
     """
     found: dict[Path, Path] = {}
     for path in map(Path, paths):
-        if not path.exists():
+        if not os.path.lexists(path):
             raise AudioFileNotFound(f"{path}: no such file or directory")
         for file in _walk_audio(path) if path.is_dir() else [path]:
-            found.setdefault(file.resolve(), file)
+            found.setdefault(_resolved(file), file)
     return sorted(found.values())
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` with symbolic links resolved; a looping link as an absolute path of its own."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # RuntimeError: Python before 3.13 on a symlink loop
+        return path.absolute()
 
 
 def pad_to_length(x: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
@@ -205,50 +260,104 @@ def pad_to_length(x: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
     """
     if len(x) >= n:
         return x, False
-    padded = np.zeros((n,) + x.shape[1:], dtype=x.dtype)
+    padded = np.zeros((n, *x.shape[1:]), dtype=x.dtype)
     padded[: len(x)] = x
     return padded, True
 
 
-_DECODER_NOTICE = "[src/libmpg123/"
-_mute_lock = threading.Lock()
-_mute_state: dict[str, object] = {"depth": 0}
+_DECODER_NOTICES = ("[src/libmpg123/", "Note: ", "Warning: ", "Error: ")
+"""How lines that libmpg123 (inside libsndfile) writes straight to file descriptor 2 begin."""
+_MAX_FOLDED_NOTICES = 3
+"""The most decoder notices folded into the message of a failed decode."""
 
 
-@contextmanager
-def _decoder_notices_muted() -> Iterator[None]:
-    """Capture the C-level stderr while decoding and drop libmpg123's notices.
+class _StderrCapture:
+    """Redirect file descriptor 2 into a temporary file while any thread decodes.
 
-    libmpg123 (inside libsndfile) prints resync notices such as "part2_3_length too large" straight
-    to file descriptor 2, also for files that decode correctly; real failures reach us as typed
-    errors. Anything else written meanwhile is passed on. Nested and concurrent uses share one capture.
+    libmpg123 prints resync notices ("Note: Illegal Audio-MPEG-Header ...", "Warning: Xing stream size
+    off ...") to fd 2, also for files that decode correctly. Those notices are dropped, or folded into
+    the error when the decode fails; any other text written meanwhile is passed on when the last
+    decode ends. Nested and concurrent decodes share one capture: the lock guards only entering and
+    leaving it (a dup2 or two), never the decoding itself.
     """
-    with _mute_lock:
-        if _mute_state["depth"] == 0:
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = -1
+        self._sink: Optional[IO[bytes]] = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        start = self._enter()
+        try:
+            yield
+        except AudioError as exc:
+            notices = self._notices_since(start)
+            if not notices:
+                raise
+            raise type(exc)(f"{exc} (decoder: {notices})") from None
+        finally:
+            self._leave()
+
+    def _enter(self) -> int:
+        """Start (or join) the capture; return the capture's offset now (-1: fd 2 is not open)."""
+        with self._lock:
+            if self._depth == 0:
+                self._redirect()
+            self._depth += 1
+            return os.lseek(2, 0, os.SEEK_CUR) if self._sink else -1
+
+    def _redirect(self) -> None:
+        if sys.stderr:
             sys.stderr.flush()
-            sink = tempfile.TemporaryFile()
-            _mute_state.update(saved=os.dup(2), sink=sink)
-            os.dup2(sink.fileno(), 2)
-        _mute_state["depth"] = int(_mute_state["depth"]) + 1
-    try:
-        yield
-    finally:
-        with _mute_lock:
-            _mute_state["depth"] = int(_mute_state["depth"]) - 1
-            if _mute_state["depth"] == 0:
-                _restore_stderr()
+        try:
+            self._saved = os.dup(2)
+        except OSError:  # no fd 2 at all: nothing can reach a terminal
+            return
+        self._sink = tempfile.TemporaryFile()  # noqa: SIM115 (open until the last decode ends)
+        os.dup2(self._sink.fileno(), 2)
+
+    def _notices_since(self, start: int) -> str:
+        """The decoder notices written since offset ``start`` of the capture, on one line."""
+        with self._lock:
+            if self._sink is None or start < 0:
+                return ""
+            text = os.pread(self._sink.fileno(), 1 << 16, start).decode("utf-8", "replace")
+        notices = list(dict.fromkeys(_decoder_lines(text)[0]))
+        more = len(notices) - _MAX_FOLDED_NOTICES
+        folded = "; ".join(n.rstrip(".") for n in notices[:_MAX_FOLDED_NOTICES])
+        return folded + (f"; and {more} more" if more > 0 else "")
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth or self._sink is None:
+                return
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._sink.seek(0)
+            captured = self._sink.read().decode("utf-8", "replace")
+            self._sink.close()
+            self._sink = None
+        kept = _decoder_lines(captured)[1]
+        if kept and sys.stderr:
+            sys.stderr.write("\n".join(kept) + "\n")
 
 
-def _restore_stderr() -> None:
-    saved, sink = _mute_state.pop("saved"), _mute_state.pop("sink")
-    os.dup2(saved, 2)
-    os.close(saved)
-    sink.seek(0)
-    captured = sink.read().decode("utf-8", "replace")
-    sink.close()
-    kept = [line for line in captured.splitlines() if not line.startswith(_DECODER_NOTICE)]
-    if kept:
-        sys.stderr.write("\n".join(kept) + "\n")
+def _decoder_lines(text: str) -> tuple[list[str], list[str]]:
+    """Split captured stderr text into (decoder notices without their prefix, every other line)."""
+    notices, others = [], []
+    for line in text.splitlines():
+        prefix = next((p for p in _DECODER_NOTICES if line.startswith(p)), None)
+        if prefix is None:
+            others.append(line)
+        elif line[len(prefix):].strip():
+            notices.append(line.split("] ", 1)[-1] if prefix.startswith("[") else line[len(prefix):].strip())
+    return notices, others
+
+
+_decoder_notices_muted = _StderrCapture()
 
 
 def _walk_audio(folder: Path) -> list[Path]:
@@ -273,6 +382,8 @@ def _check_rate(rate: int, what: str) -> None:
 def _open(path: Path) -> sf.SoundFile:
     """Open ``path`` for reading, turning every libsndfile failure into a typed AudioError."""
     if not path.exists():
+        if os.path.islink(path):
+            raise AudioError(f"{path}: a symbolic link that loops or points to nothing")
         raise AudioFileNotFound(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
@@ -305,7 +416,8 @@ def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile:
     an unsupported rate. Use it as a context manager; read it with :func:`read_blocks`.
     """
     path = Path(path)
-    f = _open(path)
+    with _decoder_notices_muted():
+        f = _open(path)
     try:
         _check_rate(f.samplerate, f"{path}: sample rate")
         _check_header(f, path)
@@ -348,7 +460,8 @@ def _read_mono(f: sf.SoundFile) -> np.ndarray:
 def _read_block(f: sf.SoundFile, block: np.ndarray, path: Path, position: int) -> int:
     """Read up to len(block) frames into ``block``; return how many were read (0 at the end)."""
     try:
-        return len(f.read(out=block))
+        with _decoder_notices_muted():
+            return len(f.read(out=block))
     except sf.LibsndfileError as e:
         reason = e.error_string.strip().rstrip(".")
         raise CorruptAudioError(
@@ -403,9 +516,11 @@ def _missing_from_log(log: str) -> str | None:
     for claimed, present in _SHORT_CHUNK.findall(log):
         if int(present) < int(claimed) < _STREAMING_SIZE:
             return f"the header claims {claimed} data bytes, the file holds {present}"
+    declared = _DS64_FRAMES.search(log)
     for present, header in _SHORT_COUNT.findall(log):
-        if int(present) < int(header):
-            return f"the header claims {header} frames, the file holds {present}"
+        claimed = int(declared.group(1)) if declared else int(header)
+        if int(present) < claimed:
+            return f"the header claims {claimed} frames, the file holds {present}"
     return None
 
 
@@ -415,9 +530,10 @@ def _expected_frames(f: sf.SoundFile, path: Path) -> int | None:
     Without a Xing/Info/VBRI header libsndfile estimates an MP3's length from the file size, counting
     ID3v2 tags (cover art) as audio, so the estimate says nothing about truncation.
     """
+    frames = int(f.frames)
     if f.format != "MP3":
-        return f.frames
-    return f.frames - _MP3_SLACK if _mp3_has_length_header(path) else None
+        return frames
+    return frames - _MP3_SLACK if _mp3_has_length_header(path) else None
 
 
 def _mp3_has_length_header(path: Path) -> bool:

@@ -1,6 +1,10 @@
-"""Tag vocabularies shared by importers, training recipes and the runtime."""
+"""Tag vocabularies shared by importers, training recipes and the runtime, and the one way to rank tags."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
 
 MTAT_TOP50: tuple[str, ...] = (
     "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
@@ -27,3 +31,16 @@ MSD_50: tuple[str, ...] = (
 )
 """The output order of musicnn's Million Song Dataset models (MSD_musicnn, MSD_vgg): ``MSD_LABELS`` of the
 ``musicnn`` package's configuration.py (Last.fm tags, original capitalisation)."""
+
+
+def top_tags(scores: np.ndarray, names: Sequence[str], k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` highest of ``scores`` (a (n_tags,) vector) as (name, score) pairs, highest first.
+
+    Ties keep the model's tag order. ``names`` must name every score (model metadata is checked for
+    that on load); a shorter list raises ValueError rather than an IndexError halfway through.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 1 or len(names) != len(scores):
+        raise ValueError(f"{len(names)} tag names for {scores.shape} scores")
+    order = np.argsort(-scores, kind="stable")[: max(k, 0)]
+    return [(names[i], float(scores[i])) for i in order]

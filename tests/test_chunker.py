@@ -52,10 +52,10 @@ def _info(**changes):
     from mde.runtime.frontend_config import MUSICNN, SEED_FCN
     from mde.runtime.package import ModelInfo
 
-    base = dict(name="m", architecture="a", source="s", licence="l", sample_rate=16000, window=8000, hop=8000,
-                input_kind="logmel", framing="audio_windows", frontend=SEED_FCN, embedding_dim=2)
+    base = dict(name="m", architecture="a", source="s", licence="l", sample_rate=16000, window_samples=8000,
+                hop_samples=8000, input_kind="logmel", framing="audio_windows", frontend=SEED_FCN, embedding_dim=2)
     if changes.get("framing") == "mel_patches":
-        base.update(frontend=MUSICNN, window=187 * 256, hop=187 * 256, patch_frames=187)
+        base.update(frontend=MUSICNN, window_samples=187 * 256, hop_samples=187 * 256, patch_frames=187)
     base.update(changes)
     return ModelInfo(**base)
 

@@ -11,8 +11,8 @@ from mde.runtime.package import ModelInfo, read_model_info
 
 def _info(**changes):
     base = dict(
-        name="m", architecture="fcn05", source="test", licence="MIT", sample_rate=16000, window=8000,
-        hop=8000, input_kind="logmel", framing="audio_windows", frontend=SEED_FCN, embedding_dim=64,
+        name="m", architecture="fcn05", source="test", licence="MIT", sample_rate=16000, window_samples=8000,
+        hop_samples=8000, input_kind="logmel", framing="audio_windows", frontend=SEED_FCN, embedding_dim=64,
         tag_names=("a", "b"), outputs={"embedding": 64, "tags": 2},
     )
     base.update(changes)
@@ -33,7 +33,7 @@ def test_metadata_of_another_format_version_is_refused():
         ModelInfo.from_json(json.dumps(data))
     with pytest.raises(ModelError, match="not valid JSON"):
         ModelInfo.from_json("{nope")
-    del data["window"]
+    del data["window_samples"]
     data["format_version"] = 1
     with pytest.raises(ModelError, match="incomplete"):
         ModelInfo.from_json(json.dumps(data))

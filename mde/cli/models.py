@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -51,7 +51,7 @@ def models(
                 str(info.embedding_dim), str(info.n_tags), info.source,
             )
         else:
-            table.add_row(path.stem, "", "", "", "", "", f"unreadable: {info}")
+            table.add_row(path.stem, "", "", "", "", "", f"broken: {str(info).removeprefix(f'{path}: ')}")
     out.print(table)
 
 
@@ -77,12 +77,22 @@ def import_seed(
     """Import a checkpoint of the first seed (read without running pickled code), check parity, store it."""
     try:
         from mde.export.importers.seed import import_seed as run_import
+        from mde.export.importers.seed import load_seed
     except ImportError as exc:
         if exc.name not in OPTIONAL_EXPORT_PACKAGES:
             raise
         raise MissingExtraError(exc.name, "export", "Importing checkpoints") from None
+    from mde.errors import ModelError
+    from mde.runtime import store
 
-    path, info = run_import(checkpoint, name=name, overwrite=overwrite, arch=arch)
+    try:
+        path, info = run_import(checkpoint, name=name, overwrite=overwrite, arch=arch)
+    except ModelError:  # the name is taken: a no-op if it holds this very checkpoint
+        _, info = load_seed(checkpoint, name=name, arch=arch)
+        if overwrite or store.stored_source(info.name) != info.source:
+            raise
+        err.print(f"{info.name} is already in the store (same source); nothing to do")
+        return
     err.print(f"stored {info.name} ({info.architecture}, {info.window_seconds:g} s window, "
               f"{info.embedding_dim}-d embedding, {info.n_tags} tags) at {path}")
 
@@ -92,7 +102,7 @@ MUSICNN_CHOICES = ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg")
 
 @import_app.command("musicnn")
 def import_musicnn(
-    names: Optional[List[str]] = typer.Argument(
+    names: Optional[list[str]] = typer.Argument(
         None, help="Models to import: MTT_musicnn, MSD_musicnn, MTT_vgg, MSD_vgg or all (default: all)."
     ),
     from_dir: Optional[Path] = typer.Option(
@@ -113,7 +123,13 @@ def import_musicnn(
         if exc.name not in OPTIONAL_EXPORT_PACKAGES:
             raise
         raise MissingExtraError(exc.name, "export", "Importing musicnn models") from None
+    from mde.export.importers.musicnn import musicnn_source
+    from mde.runtime import store
+
     for name in wanted:
+        if not overwrite and store.stored_source(name) == musicnn_source(name):
+            err.print(f"{name} is already in the store (same source); nothing to do")
+            continue
         path, info = run_import(name, from_dir=from_dir, overwrite=overwrite)
         err.print(f"stored {info.name} ({info.architecture}, {info.window_seconds:g} s patches of "
                   f"{info.patch_frames} frames, {info.embedding_dim}-d {info.embedding_output}, "

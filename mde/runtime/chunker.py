@@ -19,7 +19,7 @@ import numpy as np
 
 from mde.errors import MdeError, ModelError
 from mde.runtime.frontend_config import FrontendConfig
-from mde.runtime.package import ModelInfo
+from mde.runtime.package import ModelInfo, check_seconds
 
 
 def frame_starts(total: int, length: int, step: int) -> np.ndarray:
@@ -80,19 +80,16 @@ def frame_grid(info: ModelInfo, window: Optional[float] = None, hop: Optional[fl
     0.5 s -> 31, 3 s -> 187, 29 s -> 1812 frames at 16 kHz with hop 256).
     """
     rate = info.sample_rate
-    if window is not None and not window > 0:
-        raise MdeError(f"window must be positive, got {window} s")
-    if hop is not None and not hop > 0:
-        raise MdeError(f"hop must be positive, got {hop} s")
+    check_seconds(window, hop)
     if info.framing == "audio_windows":
-        length = info.window if window is None else int(round(window * rate))
-        step = (info.hop if window is None else length) if hop is None else int(round(hop * rate))
+        length = info.window_samples if window is None else round(window * rate)
+        step = (info.hop_samples if window is None else length) if hop is None else round(hop * rate)
         grid = FrameGrid("sample", length, step, length, 1.0 / rate)
     else:
         frontend = _frontend_of(info)
-        length = info.patch_frames if window is None else _patch_frames(window, frontend)
-        default_step = info.hop // frontend.hop_length if window is None else length
-        step = default_step if hop is None else int(round(hop * rate / frontend.hop_length))
+        length = _default_length(info) if window is None else _patch_frames(window, frontend)
+        default_step = info.hop_samples // frontend.hop_length if window is None else length
+        step = default_step if hop is None else round(hop * rate / frontend.hop_length)
         min_samples = _samples_for_frames(length, frontend)
         grid = FrameGrid("mel_frame", length, step, min_samples, frontend.hop_length / rate)
     if grid.length < 1 or grid.step < 1:
@@ -109,7 +106,7 @@ def _frontend_of(info: ModelInfo) -> FrontendConfig:
 
 
 def _default_length(info: ModelInfo) -> int:
-    return info.window if info.framing == "audio_windows" else int(info.patch_frames or 0)
+    return info.window_samples if info.framing == "audio_windows" else int(info.patch_frames or 0)
 
 
 def _patch_frames(seconds: float, frontend: FrontendConfig) -> int:

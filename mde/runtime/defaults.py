@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from mde.errors import ModelNotFound
+from mde.errors import MdeError, ModelNotFound
 from mde.runtime import store
 
 DEFAULT_MODEL = "MTT_musicnn"
@@ -20,7 +22,7 @@ MUSICNN_INSTALL = "pip install --no-deps musicnn==0.1.0"
 TORCH_INSTALL = "pip install 'mde[export]'"
 
 
-def default_model_path(announce=print) -> Path:
+def default_model_path(announce: Callable[[str], object] = print) -> Path:
     """The stored default model, importing it from the installed musicnn package if needed.
 
     ``announce`` receives a one-line note before a first-use import starts.
@@ -35,8 +37,8 @@ def default_model_path(announce=print) -> Path:
             f"the default model {DEFAULT_MODEL} is imported from the musicnn package on first use; "
             f"install what it needs ({' && '.join(missing)}) or pass --model"
         )
+    _check_writable(path.parent)
     announce(f"first use: importing the default model {DEFAULT_MODEL} from the musicnn package into {path.parent}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Run from the store folder: `python -m` puts the working directory first on sys.path, and a
     # source checkout there (without its compiled kernel) would shadow the installed package.
     proc = subprocess.run(
@@ -47,3 +49,18 @@ def default_model_path(announce=print) -> Path:
         reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise ModelNotFound(f"importing the default model {DEFAULT_MODEL} failed: {reason}")
     return path
+
+
+def _check_writable(folder: Path) -> None:
+    """Create the store folder and prove it writable (a real write: root ignores permission bits), or
+    raise MdeError with one line that says how to point MDE_HOME elsewhere."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise MdeError(
+            f"MDE_HOME ({store.mde_home()}) is not writable ({exc.strerror or exc}), so the default model "
+            f"{DEFAULT_MODEL} cannot be imported there: set MDE_HOME to a writable folder "
+            f"(export MDE_HOME=/path/to/folder) or pass --model"
+        ) from None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -16,15 +17,11 @@ from mde.runtime.backends.factory import make_backend
 from mde.runtime.chunker import FrameGrid, cut_frames, frame_grid
 from mde.runtime.defaults import default_model_path
 from mde.runtime.frontend import MelSpectrogram
-from mde.runtime.package import ModelInfo
+from mde.runtime.limits import DEFAULT_BATCH_SIZE, MAX_CALL_SECONDS
+from mde.runtime.package import ModelInfo, check_seconds
+from mde.tags import top_tags
 
-AudioInput = Union[str, os.PathLike, np.ndarray]
-
-DEFAULT_BATCH_SIZE = 8
-MAX_CALL_SECONDS = 30.0
-"""The most audio (seconds of windows) per inference call. Larger batches of long windows only grow ONNX
-Runtime's memory arena without running faster (MTT_musicnn on 29 s windows: 4.1 GB peak at batch 8,
-0.5 GB at batch 1, same speed)."""
+AudioInput = Union[str, os.PathLike[str], np.ndarray]
 
 
 class ClipTooShort(MdeError):
@@ -33,13 +30,28 @@ class ClipTooShort(MdeError):
 
 @dataclass
 class EmbeddingResult:
-    """Frame embeddings of one clip.
+    """Frame embeddings of one clip, as :meth:`Model.embed` returns them.
 
-    timestamps: start of each frame in seconds (float64, frames).
-    embedding: (frames, dim) float32, the model's embedding layer (or the requested ``layer``).
-    tags: (frames, n_tags) float32 tag probabilities, or None for models without tags.
-    padded: True when the clip was shorter than one window and was zero-padded to one.
-    duration: length of the clip in seconds, before any padding.
+    Attributes
+    ----------
+    timestamps : np.ndarray, float64, shape (frames,)
+        Start of each frame in seconds from the start of the clip.
+    embedding : np.ndarray, float32, shape (frames, dim)
+        The model's embedding output, or the requested ``layer``.
+    tags : np.ndarray, float32, shape (frames, n_tags), or None
+        Tag probabilities in [0, 1]; None for models without a tag output.
+    tag_names : tuple of str, length n_tags
+        The name of each tag column.
+    info : ModelInfo
+        The model's metadata.
+    layer : str
+        The output held in ``embedding``.
+    padded : bool, default False
+        True when the clip was shorter than one window and was zero-padded to one.
+    duration : float, default 0.0
+        Length of the clip in seconds, before any padding.
+    source : str or None, default None
+        The file embedded; None for an array.
     """
 
     timestamps: np.ndarray
@@ -57,25 +69,72 @@ class EmbeddingResult:
         return self.info.name
 
     def mean_tags(self) -> np.ndarray:
-        """Clip-level tag probabilities: the mean over frames."""
-        if self.tags is None:
-            raise ModelError(f"model {self.model!r} has no tags")
-        return self.tags.mean(axis=0)
+        """Clip-level tag probabilities: the mean over frames, a float32 (n_tags,) array.
+
+        Raises
+        ------
+        ModelError
+            The model has no tag output.
+        """
+        mean: np.ndarray = self._tags().mean(axis=0)
+        return mean
 
     def top_tags(self, k: int = 5, frame: Optional[int] = None) -> list[tuple[str, float]]:
-        """The ``k`` most probable tags of the clip (mean over frames) or of one frame."""
-        scores = self.mean_tags() if frame is None else self.tags[frame]  # type: ignore[index]
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(self.tag_names[i], float(scores[i])) for i in order]
+        """The most probable tags of the clip or of one frame.
+
+        Parameters
+        ----------
+        k : int, default 5
+            How many tags to return.
+        frame : int or None, default None
+            Index of one frame (into ``timestamps``); None ranks the clip's mean over frames.
+
+        Returns
+        -------
+        list of (str, float)
+            Up to ``k`` (tag name, probability in [0, 1]) pairs, most probable first.
+
+        Raises
+        ------
+        ModelError
+            The model has no tag output.
+        IndexError
+            ``frame`` is not a frame of the clip.
+        """
+        scores = self.mean_tags() if frame is None else self._tags()[frame]
+        return top_tags(scores, self.tag_names, k)
+
+    def _tags(self) -> np.ndarray:
+        if self.tags is None:
+            raise ModelError(f"model {self.model!r} has no tags")
+        return self.tags
 
 
 class Model:
     """A loaded model file: its metadata, its front end and an inference backend.
 
-    threads: threads for inference and the front end (None: the backend's default).
-    batch_size: windows per inference call.
-    backend: 'ort' (ONNX Runtime), 'tensorrt' or 'torch'; device: 'cpu' or 'cuda'
-      (see :func:`mde.runtime.backends.factory.make_backend`).
+    Usually made by :func:`load_model`; safe to call :meth:`embed` from several threads.
+
+    Parameters
+    ----------
+    path : str or Path
+        The model file (``.onnx`` with mde metadata).
+    threads : int or None, default None
+        Threads for inference and the front end (None: the backend's default).
+    batch_size : int, default DEFAULT_BATCH_SIZE
+        Windows per inference call (capped at MAX_CALL_SECONDS of audio per call).
+    backend : {'ort', 'tensorrt', 'torch'}, default 'ort'
+        ONNX Runtime, a TensorRT engine or the ONNX graph run by torch
+        (see :func:`mde.runtime.backends.factory.make_backend`).
+    device : {'cpu', 'cuda'}, default 'cpu'
+        Where the backend runs.
+
+    Raises
+    ------
+    ModelError
+        The file is missing, not loadable, or its metadata does not match its graph.
+    MdeError
+        The backend or device cannot run here.
     """
 
     def __init__(self, path: str | Path, threads: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -101,22 +160,51 @@ class Model:
         layer: Optional[str] = None,
         window: Optional[float] = None,
     ) -> EmbeddingResult:
-        """Embed a file (path) or a mono float array.
+        """Embed a file or a mono float array, one vector (and tag probabilities) per frame.
 
-        sr: the array's sample rate in Hz (default: the model's rate); for a path, the file's own
-          rate is used and ``sr`` must be None.
-        hop: seconds between frame starts (default: the model's hop).
-        pad: zero-pad a clip shorter than one frame to one frame (else raise ClipTooShort).
-        layer: which output to return as ``embedding`` (default: the model's embedding output).
-        window: frame length in seconds, for models that take any length (default: the model's).
+        Parameters
+        ----------
+        audio : str, os.PathLike or np.ndarray
+            A path to an audio file (decoded with :func:`mde.audio.load_audio` and resampled to the
+            model's rate), or mono float samples of shape (samples,), full scale [-1, 1].
+        sr : int or None, default None
+            The array's sample rate in Hz (None: the model's rate); must be None for a path, which is
+            read at its own rate.
+        hop : float or None, default None
+            Seconds between frame starts, above 0 and at most MAX_WINDOW_SECONDS (None: the model's
+            hop, or the window when ``window`` is given).
+        pad : bool, default True
+            Zero-pad a clip shorter than one window to one window (False: raise ClipTooShort).
+        layer : str or None, default None
+            The output returned as ``embedding`` (None: the model's embedding output).
+        window : float or None, default None
+            Frame length in seconds, for models that take any length (None: the model's window).
+
+        Returns
+        -------
+        EmbeddingResult
+            ``timestamps`` (frames,) in seconds, ``embedding`` (frames, dim) and ``tags``
+            (frames, n_tags) or None.
+
+        Raises
+        ------
+        AudioError
+            The file cannot be decoded, or the samples hold NaN, infinity or absurd magnitudes.
+        ModelError
+            No output ``layer``, or the model gave NaN or infinity.
+        MdeError
+            ``window`` or ``hop`` out of bounds, ``sr`` given with a path, or a non-mono array.
+        ClipTooShort
+            The clip is shorter than one window and ``pad`` is False.
         """
-        grid = frame_grid(self.info, window=window, hop=hop)
         layer = layer or self.info.embedding_output
+        grid = check_request(self.info, layer=layer, window=window, hop=hop)
         outputs = self.output_names(layer)
         samples, source = self._samples(audio, sr)
         duration = len(samples) / self.info.sample_rate
         samples, padded = self._padded(samples, grid, pad, source)
         starts, values = self._run_frames(samples, grid, outputs)
+        check_finite_outputs(values, source or "array", self.name)
         tags_name = self.info.tags_output
         return EmbeddingResult(
             timestamps=starts * grid.unit_seconds,
@@ -180,6 +268,13 @@ class Model:
         return starts, values
 
 
+def check_finite_outputs(values: dict[str, np.ndarray], origin: str, model: str) -> None:
+    """MdeError (one line starting with ``origin``) if any output holds NaN or infinity (never written)."""
+    for name, value in values.items():
+        if not np.isfinite(value).all():
+            raise ModelError(f"{origin}: the model {model} gave NaN or infinity in its {name!r} output")
+
+
 def frames_per_call(grid: FrameGrid, batch_size: int) -> int:
     """Frames per inference call: ``batch_size``, but no more than MAX_CALL_SECONDS of audio (at least 1)."""
     return max(1, min(batch_size, int(MAX_CALL_SECONDS // grid.window_seconds)))
@@ -187,11 +282,37 @@ def frames_per_call(grid: FrameGrid, batch_size: int) -> int:
 
 def check_request(
     info: ModelInfo, layer: Optional[str] = None, window: Optional[float] = None, hop: Optional[float] = None
-) -> None:
-    """ModelError / MdeError unless the model has output ``layer`` and accepts ``window`` and ``hop`` (seconds)."""
+) -> FrameGrid:
+    """The frame grid of a request, after the one check of its layer, window and hop.
+
+    Parameters
+    ----------
+    info : ModelInfo
+        The model's metadata.
+    layer : str or None, default None
+        An output name to embed (None: not checked).
+    window, hop : float or None, default None
+        Window length and step in seconds (None: the model's own).
+
+    Returns
+    -------
+    FrameGrid
+        Where the frames of such a request start (see :func:`mde.runtime.chunker.frame_grid`).
+
+    Raises
+    ------
+    ModelError
+        The model has no output ``layer``.
+    MdeError
+        ``window`` or ``hop`` is not finite, not above 0, longer than MAX_WINDOW_SECONDS, ``hop`` is shorter
+        than one sample, or the model takes no other window.
+    """
     if layer is not None and layer not in info.outputs:
         raise ModelError(f"{info.name}: no layer {layer!r}; choose from {', '.join(sorted(info.outputs))}")
-    frame_grid(info, window=window, hop=hop)
+    check_seconds(window, hop)
+    if hop is not None and hop * info.sample_rate < 1:
+        raise MdeError(f"hop {hop:g} s is shorter than one sample at {info.sample_rate} Hz")
+    return frame_grid(info, window=window, hop=hop)
 
 
 def frame_inputs(
@@ -222,14 +343,42 @@ def model_inputs(frames: np.ndarray, grid: FrameGrid, frontend: MelSpectrogram) 
 
 
 def load_model(
-    name_or_path: Optional[str | os.PathLike] = None,
+    name_or_path: Optional[str | os.PathLike[str]] = None,
     threads: Optional[int] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     backend: str = "ort",
     device: str = "cpu",
 ) -> Model:
-    """Load a stored model by name, or a model file by path; None loads the default model
-    (MTT_musicnn, imported from the installed musicnn package on first use). ``backend`` and ``device``
-    choose how it runs (default: ONNX Runtime on the CPU)."""
+    """Load a stored model by name, or a model file by path.
+
+    Parameters
+    ----------
+    name_or_path : str, os.PathLike or None, default None
+        A name in the model store (``$MDE_HOME/models``, see ``mde models``) or a path to an ``.onnx``
+        model file; None loads the default model, MTT_musicnn (imported from the installed musicnn
+        package on first use).
+    threads : int or None, default None
+        Threads for inference and the front end (None: the backend's default).
+    batch_size : int, default DEFAULT_BATCH_SIZE
+        Windows per inference call.
+    backend : {'ort', 'tensorrt', 'torch'}, default 'ort'
+        Inference backend (ONNX Runtime by default).
+    device : {'cpu', 'cuda'}, default 'cpu'
+        Where it runs.
+
+    Returns
+    -------
+    Model
+        The loaded model; ``Model.info`` holds its metadata (rate in Hz, window and hop in samples).
+
+    Raises
+    ------
+    ModelNotFound
+        No stored model of that name and no file at that path, or the default model cannot be imported.
+    ModelError
+        The file is not loadable or its metadata does not match its graph.
+    MdeError
+        A read-only MDE_HOME at the first-use import, or a backend or device that cannot run here.
+    """
     path = default_model_path() if name_or_path is None else store.resolve(name_or_path)
     return Model(path, threads=threads, batch_size=batch_size, backend=backend, device=device)

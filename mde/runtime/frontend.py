@@ -18,15 +18,51 @@ from mde.runtime.frontend_config import FrontendConfig, LogMode, MelScale
 class MelSpectrogram:
     """Log-mel spectrograms of float32 waveforms, computed by the C kernel.
 
-    sample_rate: input rate in Hz. n_fft: FFT size and periodic Hann window length in samples (a power
-    of two from 256 to 4096). hop_length: frame step in samples. n_mels: mel bands. f_min, f_max: band
-    edges in Hz (None: sample_rate / 2). mel_scale: 'htk' or 'slaney'. norm: None or 'slaney' (unit-area
-    triangles). center: pad n_fft // 2 samples at both ends (pad_mode 'reflect' or 'constant' zeros) so
-    frame t is centred on sample t * hop_length. power: 2.0 for |X|^2, 1.0 for |X|. log: 'db' gives
-    10 log10(max(x, amin)) in dB (amin in spectrum units; top_db, in dB, clips each signal to its peak
-    minus top_db), 'log10p' gives log10(1 + log_scale * x), None leaves x in spectrum units.
-    fp16_round: round mel values to float16 before the log (musicnn's recipe). threads: worker threads
-    of the kernel; the result does not depend on it. See :class:`FrontendConfig` for the settings.
+    Unlike torchaudio's ``MelSpectrogram``, which returns the power mel spectrogram, this returns dB
+    (``10 log10(max(x, amin))``) by default: pass ``log=None`` for power (or magnitude) values.
+
+    Parameters
+    ----------
+    sample_rate : int
+        Input rate in Hz.
+    n_fft : int
+        FFT size and periodic Hann window length in samples: a power of two from 256 to 4096.
+    hop_length : int
+        Frame step in samples.
+    n_mels : int
+        Number of mel bands.
+    f_min : float, default 0.0
+        Lowest band edge in Hz.
+    f_max : float or None, default None
+        Highest band edge in Hz; None means ``sample_rate / 2``.
+    mel_scale : {'htk', 'slaney'}, default 'htk'
+        Hz-to-mel formula.
+    norm : {None, 'slaney'}, default None
+        None keeps peak-1 triangles; 'slaney' scales each triangle to unit area.
+    center : bool, default True
+        Pad ``n_fft // 2`` samples at both ends so frame t is centred on sample ``t * hop_length``.
+    pad_mode : {'reflect', 'constant'}, default 'reflect'
+        How ``center`` pads: mirrored samples or zeros.
+    power : {2.0, 1.0}, default 2.0
+        2.0 for the power spectrum ``|X|**2``, 1.0 for the magnitude ``|X|``.
+    log : {'db', 'log10p', None}, default 'db'
+        'db': ``10 log10(max(x, amin))`` in dB; 'log10p': ``log10(1 + log_scale * x)``; None: spectrum
+        units (power or magnitude, as torchaudio gives).
+    amin : float, default 1e-10
+        Floor, in spectrum units, applied before the dB log.
+    top_db : float or None, default None
+        If set (dB), each signal's values are clipped to its peak minus ``top_db``.
+    log_scale : float, default 10000.0
+        The C of 'log10p'.
+    fp16_round : bool, default False
+        Round mel values to float16 before the log (musicnn's recipe).
+    threads : int, default 1
+        Worker threads of the kernel; the result does not depend on it.
+
+    Raises
+    ------
+    FrontendError
+        A setting the front end or the kernel cannot use (see :class:`FrontendConfig`).
     """
 
     def __init__(
@@ -60,7 +96,7 @@ class MelSpectrogram:
         self._plan = _melspec.MelPlan(config)
 
     @classmethod
-    def from_config(cls, config: FrontendConfig, threads: int = 1) -> "MelSpectrogram":
+    def from_config(cls, config: FrontendConfig, threads: int = 1) -> MelSpectrogram:
         """The front end described by ``config``, run on ``threads`` worker threads."""
         return cls(**config.to_dict(), threads=threads)
 
@@ -78,12 +114,23 @@ class MelSpectrogram:
         return self._plan.window()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Spectrogram of waveform(s) in [-1, 1] at ``sample_rate``.
+        """Spectrogram of waveform(s) at ``sample_rate`` (full scale is [-1, 1]).
 
-        x: float array (samples,) or (batch, samples); other float dtypes are converted to float32.
-        Returns float32 (n_mels, frames) or (batch, n_mels, frames), frames = config.n_frames(samples),
-        in dB, log10(1 + C x) or spectrum units according to ``log``.
-        Raises FrontendError for non-float input, NaN/Inf samples, or signals too short to frame.
+        Parameters
+        ----------
+        x : np.ndarray, shape (samples,) or (batch, samples)
+            Float samples; other float dtypes are converted to float32.
+
+        Returns
+        -------
+        np.ndarray, float32, shape (n_mels, frames) or (batch, n_mels, frames)
+            ``frames = config.n_frames(samples)``; values in dB (the default), log10(1 + C x) or
+            spectrum units according to ``log``.
+
+        Raises
+        ------
+        FrontendError
+            Non-float input, NaN or infinite samples, or a signal too short to frame.
         """
         array = np.asarray(x)
         signals = _as_signal_matrix(array)

@@ -7,15 +7,23 @@ ONNX Runtime alone (no ``onnx`` import), so the runtime stays light.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from mde.errors import ModelError
+from mde.errors import FrontendError, MdeError, ModelError
 from mde.runtime.frontend_config import FrontendConfig
 
 METADATA_KEY = "mde"
 FORMAT_VERSION = 1
+
+MODEL_RATES = (1000, 384000)
+"""The lowest and highest sample rate (Hz) a model may declare."""
+_RENAMED_KEYS = {"window": "window_samples", "hop": "hop_samples"}
+"""Metadata keys of earlier files -> today's field names (read both, write today's)."""
+MAX_WINDOW_SECONDS = 3600.0
+"""The longest analysis window or hop, in seconds, that a model may declare or a request may ask for."""
 
 InputKind = Literal["logmel", "waveform"]
 Framing = Literal["audio_windows", "mel_patches"]
@@ -26,8 +34,10 @@ Precision = Literal["fp32", "fp16", "int8"]
 class ModelInfo:
     """What a model file declares about itself.
 
-    window, hop: the analysis window and its default step, in samples at ``sample_rate`` (for mel-patch
-      models, patch_frames and the patch step times the front end's hop_length).
+    window_samples, hop_samples: the analysis window and its default step, in samples at ``sample_rate``
+      (for mel-patch models, patch_frames and the patch step times the front end's hop_length); the
+      same in seconds are ``window_seconds`` and ``hop_seconds``. Metadata written before these names
+      (keys ``window`` and ``hop``) is still read.
     input_kind: 'logmel' (the graph takes (batch, n_mels, frames) from the C front end) or 'waveform'.
     framing: 'audio_windows' cuts audio windows and computes a log-mel per window (the first seed);
       'mel_patches' computes one log-mel over the whole signal and cuts patches of ``patch_frames``
@@ -37,6 +47,9 @@ class ModelInfo:
     variable_length: whether the graph accepts other window lengths than ``window``.
     precision: the graph's arithmetic: 'fp32', 'fp16' (float16 weights and compute) or 'int8' (static
       QDQ quantization); inputs and outputs are float32 in every case.
+
+    Metadata read from a file is checked by :meth:`from_json` (types, ranges, tag names against the
+    tags output) and, on load, by :func:`check_graph` (against the graph's input and output shapes).
     """
 
     name: str
@@ -44,8 +57,8 @@ class ModelInfo:
     source: str
     licence: str
     sample_rate: int
-    window: int
-    hop: int
+    window_samples: int
+    hop_samples: int
     input_kind: InputKind
     framing: Framing
     frontend: Optional[FrontendConfig]
@@ -62,11 +75,13 @@ class ModelInfo:
 
     @property
     def window_seconds(self) -> float:
-        return self.window / self.sample_rate
+        """The analysis window in seconds."""
+        return self.window_samples / self.sample_rate
 
     @property
     def hop_seconds(self) -> float:
-        return self.hop / self.sample_rate
+        """The default step between windows in seconds."""
+        return self.hop_samples / self.sample_rate
 
     @property
     def n_tags(self) -> int:
@@ -79,41 +94,145 @@ class ModelInfo:
         return json.dumps(data, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, origin: str = "model") -> "ModelInfo":
+    def from_json(cls, text: str, origin: str = "model") -> ModelInfo:
+        """Parse and check metadata JSON; ModelError (one line starting with ``origin``) if it is unusable."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ModelError(f"{origin}: metadata is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{origin}: metadata is a JSON {type(data).__name__}, not an object")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ModelError(f"{origin}: metadata format {version} is not supported (want {FORMAT_VERSION})")
         known = {f.name for f in fields(cls)}
+        for old, new in _RENAMED_KEYS.items():
+            if old in data and new not in data:
+                data[new] = data[old]
         try:
             data = {k: v for k, v in data.items() if k in known}
             data["frontend"] = FrontendConfig.from_dict(data["frontend"]) if data.get("frontend") else None
             data["tag_names"] = tuple(data.get("tag_names", ()))
-            return cls(**data)
-        except (TypeError, KeyError) as exc:
+            info = cls(**data)
+        except (TypeError, KeyError, AttributeError) as exc:
             raise ModelError(f"{origin}: incomplete metadata ({exc})") from None
+        except FrontendError as exc:
+            raise ModelError(f"{origin}: bad front end in metadata ({exc})") from None
+        check_metadata(info, origin)
+        return info
+
+
+def check_seconds(window: Optional[float] = None, hop: Optional[float] = None) -> None:
+    """MdeError (one line) unless ``window`` and ``hop`` (seconds; None: the model's) are finite, above 0
+    and at most MAX_WINDOW_SECONDS. The part of
+    :func:`mde.runtime.extractor.check_request` that needs no model; :func:`mde.runtime.chunker.frame_grid`
+    makes it too."""
+    for what, value in (("window", window), ("hop", hop)):
+        if value is not None and not (math.isfinite(value) and 0 < value <= MAX_WINDOW_SECONDS):
+            raise MdeError(f"{what} must be positive and at most {MAX_WINDOW_SECONDS:g} s, got {value:g} s")
+
+
+def check_metadata(info: ModelInfo, origin: str) -> None:
+    """ModelError (one line starting with ``origin``) unless the metadata's fields are consistent."""
+    problem = _metadata_problem(info)
+    if problem:
+        raise ModelError(f"{origin}: bad metadata: {problem}")
+
+
+def _metadata_problem(info: ModelInfo) -> str | None:
+    low, high = MODEL_RATES
+    if not _is_int(info.sample_rate) or not low <= info.sample_rate <= high:
+        return f"sample_rate must be a whole number of Hz from {low} to {high}, got {info.sample_rate!r}"
+    longest = int(MAX_WINDOW_SECONDS * info.sample_rate)
+    for key, value in (("window_samples", info.window_samples), ("hop_samples", info.hop_samples)):
+        if not _is_int(value) or not 1 <= value <= longest:
+            return (f"{key} must be a whole number of samples from 1 to {longest} "
+                    f"({MAX_WINDOW_SECONDS:g} s), got {value!r}")
+    choices = (("input_kind", ("logmel", "waveform")), ("framing", ("audio_windows", "mel_patches")),
+               ("precision", ("fp32", "fp16", "int8")))
+    for key, allowed in choices:
+        if getattr(info, key) not in allowed:
+            return f"{key} must be one of {', '.join(allowed)}, got {getattr(info, key)!r}"
+    if info.frontend is not None and info.frontend.sample_rate != info.sample_rate:
+        return f"sample_rate {info.sample_rate} Hz differs from the front end's {info.frontend.sample_rate} Hz"
+    patch = info.patch_frames
+    if info.framing == "mel_patches" and (info.frontend is None or not _is_int(patch) or int(patch or 0) < 1):
+        return f"a mel-patch model needs a front end and a positive patch_frames, got {patch!r}"
+    if not isinstance(info.outputs, dict) or not all(_is_int(v) and v > 0 for v in info.outputs.values()):
+        return f"outputs must map output names to positive widths, got {info.outputs!r}"
+    if info.outputs.get(info.embedding_output) != info.embedding_dim:
+        return (f"embedding_dim {info.embedding_dim!r} is not the width of output "
+                f"{info.embedding_output!r} in {info.outputs}")
+    if not all(isinstance(tag, str) for tag in info.tag_names):
+        return "tag_names must be strings"
+    if info.tags_output is not None and info.outputs.get(info.tags_output) != len(info.tag_names):
+        return (f"{len(info.tag_names)} tag names for output {info.tags_output!r} of width "
+                f"{info.outputs.get(info.tags_output)}")
+    return None
+
+
+def check_graph(info: ModelInfo, session: Any, origin: str) -> None:
+    """ModelError unless the metadata agrees with the graph's own input and output shapes.
+
+    A logmel graph takes (batch, n_mels, frames): a fixed n_mels must be the front end's, and fixed
+    frames the number of frames of one window; each declared output must exist with its declared width.
+    """
+    problem = _graph_problem(info, session)
+    if problem:
+        raise ModelError(f"{origin}: metadata does not match the graph: {problem}")
+
+
+def _graph_problem(info: ModelInfo, session: Any) -> str | None:
+    inputs = session.get_inputs()
+    if info.input_kind == "logmel" and info.frontend is not None:
+        shape = list(inputs[0].shape) if inputs else []
+        if len(shape) != 3:
+            return f"a logmel model takes (batch, n_mels, frames), the graph's input has shape {shape}"
+        n_mels, frames = shape[1], shape[2]
+        if _is_int(n_mels) and n_mels != info.frontend.n_mels:
+            return f"the front end gives {info.frontend.n_mels} mel bands, the graph takes {n_mels}"
+        want = info.patch_frames if info.framing == "mel_patches" else info.frontend.n_frames(info.window_samples)
+        if _is_int(frames) and frames != want:
+            return (f"a {info.window_seconds:g} s window at {info.sample_rate} Hz is {want} frames, "
+                    f"the graph takes {frames}")
+    widths = {o.name: (list(o.shape) or [None])[-1] for o in session.get_outputs()}
+    for name, width in info.outputs.items():
+        if name not in widths:
+            return f"output {name!r} is not in the graph (it has {', '.join(widths)})"
+        if _is_int(widths[name]) and widths[name] != width:
+            return f"output {name!r} is {widths[name]} wide in the graph, {width} in the metadata"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_model_info(path: str | Path) -> ModelInfo:
-    """Read a model file's metadata (loads the graph with ONNX Runtime, without running it)."""
-    import onnxruntime as ort
-
+    """Read a model file's metadata, checked against its graph (loads the graph with ONNX Runtime,
+    without running it). Raises ModelError for a missing, unloadable or inconsistent file."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
+    return info_from_session(open_session(path, ["CPUExecutionProvider"]), str(path))
+
+
+def open_session(path: str | Path, providers: list[str], options: Any = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` over ``path``; ModelError (one line) if ORT cannot load it."""
+    import onnxruntime as ort
+
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
-    return info_from_session(session, str(path))
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types, with multi-line text
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise ModelError(f"{path}: not a loadable ONNX model ({lines[0]})") from None
 
 
 def info_from_session(session: Any, origin: str) -> ModelInfo:
-    """The metadata of an open ONNX Runtime session."""
-    return info_from_metadata(session.get_modelmeta().custom_metadata_map, origin)
+    """The metadata of an open ONNX Runtime session, checked against the session's graph."""
+    info = info_from_metadata(session.get_modelmeta().custom_metadata_map, origin)
+    check_graph(info, session, origin)
+    return info
 
 
 def info_from_metadata(meta: dict[str, str], origin: str) -> ModelInfo:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
+from mde.atomic import atomic_path
 from mde.errors import ModelError, ModelNotFound
 from mde.runtime.package import ModelInfo, read_model_info
 
@@ -60,26 +60,30 @@ def resolve(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def save(onnx_bytes: bytes, name: str, overwrite: bool = False) -> Path:
-    """Store a serialized model under ``name`` atomically (temporary file, then rename).
+    """Store a serialized model under ``name`` atomically (see :func:`mde.atomic.atomic_path`).
 
     The bytes must carry mde metadata whose name equals ``name``; that is checked before the rename.
     """
     target = model_path(name)
     if target.exists() and not overwrite:
         raise ModelError(f"model {name!r} already exists at {target} (use --overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(onnx_bytes)
+    with atomic_path(target, fsync=True) as tmp:
+        tmp.write_bytes(onnx_bytes)
         info = read_model_info(tmp)
         if info.name != name:
             raise ModelError(f"model metadata names {info.name!r}, not {name!r}")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
+
+
+def stored_source(name: str) -> str | None:
+    """The ``source`` metadata of the stored model ``name``; None when there is none or it is unreadable."""
+    path = model_path(name)
+    if not path.is_file():
+        return None
+    try:
+        return read_model_info(path).source
+    except ModelError:
+        return None
 
 
 def list_models() -> list[tuple[Path, ModelInfo | ModelError]]:

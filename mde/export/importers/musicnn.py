@@ -223,6 +223,11 @@ SHORT_PATCH_FRAMES = 31
 """A 0.5 s patch: variable-length models are parity-checked at this length too."""
 
 
+def musicnn_source(name: str) -> str:
+    """The ``source`` metadata of an imported musicnn model (how ``mde import`` knows it is stored already)."""
+    return MUSICNN_SOURCE.format(dataset=_DATASETS[name.split("_")[0]])
+
+
 def musicnn_model_info(name: str, network: nn.Module, example: np.ndarray) -> ModelInfo:
     """Metadata of an imported musicnn model; output sizes are read off the network's outputs (all but
     the pre-sigmoid 'logits', which only training uses)."""
@@ -236,11 +241,11 @@ def musicnn_model_info(name: str, network: nn.Module, example: np.ndarray) -> Mo
     return ModelInfo(
         name=name,
         architecture=spec.architecture,
-        source=MUSICNN_SOURCE.format(dataset=_DATASETS[name.split("_")[0]]),
+        source=musicnn_source(name),
         licence=MUSICNN_LICENCE,
         sample_rate=frontend.sample_rate,
-        window=patch * frontend.hop_length,
-        hop=patch * frontend.hop_length,
+        window_samples=patch * frontend.hop_length,
+        hop_samples=patch * frontend.hop_length,
         input_kind="logmel",
         framing=spec.framing,
         frontend=frontend,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,9 +30,9 @@ try:
 except ImportError:
     raise MissingExtraError("torch", "export", "Importing a checkpoint") from None
 
-from mde.export.examples import example_inputs  # noqa: E402
-from mde.export.onnx_export import export_onnx  # noqa: E402  (needs torch)
-from mde.trainer.models import ModelSpec, get_model_spec  # noqa: E402
+from mde.export.examples import example_inputs
+from mde.export.onnx_export import export_onnx  # needs torch
+from mde.trainer.models import ModelSpec, get_model_spec
 
 SEED_ARCHITECTURES = ("fcn05", "fcn", "shortchunk_res")
 """Registry names of the seed's architectures."""
@@ -217,8 +218,8 @@ def seed_model_info(spec: ModelSpec, file_name: str, name: str) -> ModelInfo:
         source=f"first seed, MagnaTagATune ({file_name})",
         licence=SEED_LICENCE,
         sample_rate=spec.sample_rate,
-        window=spec.input_length,
-        hop=spec.input_length,
+        window_samples=spec.input_length,
+        hop_samples=spec.input_length,
         input_kind="logmel",
         framing=spec.framing,
         frontend=spec.frontend,
