@@ -57,7 +57,7 @@ def test_embed_writes_outputs_and_resumes(tiny_model, mde_home, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "2 embedded, 0 skipped" in proc.stderr
     data = np.load(out / "b.npz")
-    assert data["embedding"].shape == (3, 16) and list(data["timestamps"]) == [0.0, 0.5, 1.0]
+    assert data["embedding"].shape == (3, 16) and list(data["timestamp"]) == [0.0, 0.5, 1.0]
     again = run_mde("embed", tmp_path / "in", "-m", tiny_model, "-o", out, cwd=tmp_path, home=mde_home)
     assert again.returncode == 0 and "0 embedded, 2 skipped" in again.stderr
 
@@ -97,7 +97,7 @@ def test_tag_prints_top_tags_as_text_and_json(tiny_model, mde_home, tmp_path):
     proc = run_mde("tag", clip, "-m", tiny_model, "--json", "--frames", "-k", "3", cwd=tmp_path, home=mde_home)
     [doc] = json.loads(proc.stdout)
     assert doc["model"] == tiny_model and len(doc["tags"]) == 3
-    assert [f["t"] for f in doc["frames"]] == [0.0, 0.5]
+    assert [f["timestamp"] for f in doc["frames"]] == [0.0, 0.5]
     assert doc["tags"][0]["p"] >= doc["tags"][1]["p"] >= doc["tags"][2]["p"]
 
 
@@ -136,7 +136,7 @@ def test_training_and_evaluation_without_scikit_learn_name_the_extra(args, purpo
 
     from mde.cli import train as train_cli
     from mde.cli.app import _register_commands, app
-    from mde.errors import MissingExtraError
+    from mde.errors import MissingExtraError, install_command
 
     real = importlib.util.find_spec
     monkeypatch.setattr(train_cli.importlib.util, "find_spec",
@@ -145,4 +145,4 @@ def test_training_and_evaluation_without_scikit_learn_name_the_extra(args, purpo
     _register_commands()
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, MissingExtraError)
-    assert str(result.exception) == f"{purpose} needs the 'scikit-learn' package: pip install 'mde[train]'"
+    assert str(result.exception) == f"{purpose} needs the 'scikit-learn' package (mde's 'train' extra): {install_command('train')}"

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import write_tone
+
 from mde.errors import MdeError
 from mde.runtime import store
-from mde.runtime.batch import EmbedSettings, embed_files, plan_outputs
+from mde.runtime.batch import EmbedSettings, embed_files, output_settings, plan_outputs
 from mde.runtime.extractor import load_model
 from mde.runtime.writers import write_result
 
@@ -16,12 +16,13 @@ from mde.runtime.writers import write_result
 def test_each_format_holds_the_result(tiny_model, tmp_path, fmt):
     path = write_tone(tmp_path / "tone.wav", seconds=1.2)
     result = load_model(tiny_model).embed(path)
-    target = write_result(result, tmp_path / f"out.{fmt}", fmt)
+    made_with = output_settings(store.resolve(tiny_model), EmbedSettings())
+    target = write_result(result, tmp_path / f"out.{fmt}", fmt, made_with)
     if fmt == "npz":
         data = np.load(target)
         np.testing.assert_array_equal(data["embedding"], result.embedding)
         np.testing.assert_array_equal(data["tags"], result.tags)
-        np.testing.assert_array_equal(data["timestamps"], result.timestamps)
+        np.testing.assert_array_equal(data["timestamp"], result.timestamps)
         assert list(data["tag_names"]) == list(result.tag_names) and str(data["model"]) == "tiny"
     elif fmt == "parquet":
         table = pq.read_table(target)
@@ -29,8 +30,9 @@ def test_each_format_holds_the_result(tiny_model, tmp_path, fmt):
         np.testing.assert_array_equal(np.array(table["embedding"].to_pylist(), np.float32), result.embedding)
         assert json.loads(table.schema.metadata[b"mde.tag_names"]) == list(result.tag_names)
     else:
-        rows = [json.loads(line) for line in target.read_text().splitlines()]
-        assert [r["t"] for r in rows] == [0.0, 0.5]
+        header, *rows = [json.loads(line) for line in target.read_text().splitlines()]
+        assert header["mde"]["tag_names"] == list(result.tag_names)
+        assert [r["timestamp"] for r in rows] == [0.0, 0.5]
         assert rows[1]["tags"]["tag2"] == pytest.approx(float(result.tags[1, 2]))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -40,14 +42,14 @@ def test_a_failing_writer_leaves_nothing(tiny_model, tmp_path, monkeypatch):
     result = load_model(tiny_model).embed(path)
     from mde.runtime import writers
 
-    def explode(result, path):
+    def explode(result, settings, path):
         path.write_bytes(b"half")
         raise OSError("disk full")
 
     monkeypatch.setitem(writers._WRITERS, "npz", explode)
     out = tmp_path / "out"
     with pytest.raises(OSError):
-        write_result(result, out / "x.npz", "npz")
+        write_result(result, out / "x.npz", "npz", output_settings(store.resolve(tiny_model), EmbedSettings()))
     assert list(out.iterdir()) == []
 
 

@@ -30,8 +30,8 @@ def _register_commands() -> None:
 
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 1."""
-    _register_commands()
     try:
+        _register_commands()
         app()
     except MdeError as exc:
         print(f"mde: error: {exc}", file=sys.stderr)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from mde.cli.console import err, file_progress, out
+from mde.cli.console import err, failure_line, file_progress, out
 
 MODEL_HELP = "Model name in the store (see 'mde models') or path to an .onnx model file. Default: MTT_musicnn."
 WINDOW_HELP = "Window length in seconds, for models that take any length (musicnn); default: the model's."
@@ -25,7 +28,7 @@ def register(app: typer.Typer) -> None:
     app.command("tag")(tag)
 
 
-def _inputs(paths: List[Path]) -> list[Path]:
+def _inputs(paths: list[Path]) -> list[Path]:
     from mde.audio import find_audio_files
     from mde.errors import MdeError
 
@@ -47,7 +50,7 @@ def _model_path(model: Optional[str], backend: str = "ort", device: str = "cpu")
 
 
 def embed(
-    paths: List[Path] = typer.Argument(..., help="Audio files, or folders to search recursively for audio files."),
+    paths: list[Path] = typer.Argument(..., help="Audio files, or folders to search recursively for audio files."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     hop: Optional[float] = typer.Option(None, "--hop", help=HOP_HELP),
     window: Optional[float] = typer.Option(None, "--window", help=WINDOW_HELP),
@@ -62,42 +65,63 @@ def embed(
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
     """Compute frame embeddings (and tag probabilities) for audio files and write one output per file."""
-    from mde.runtime.batch import EmbedSettings, embed_files
-
-    settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite,
-                             backend=backend, device=device)
+    from mde.runtime.batch import EmbedSettings, check_destination, embed_files
     from mde.runtime.extractor import check_request
     from mde.runtime.package import read_model_info
 
+    settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite,
+                             backend=backend, device=device)
+    check_destination(out_dir)  # before the default model's first-use import or any other work
     model_path = _model_path(model, backend, device)
-    check_request(read_model_info(model_path), layer, window, hop)  # before any worker starts
+    check_request(read_model_info(model_path), layer, window, hop)  # before the progress bar starts
     sources = _inputs(paths)
+    finished: list = []
     started = time.perf_counter()
-    with file_progress() as progress:
-        task = progress.add_task("embedding", total=len(sources))
+    try:
+        with _sigterm_raises(), file_progress() as progress:
+            task = progress.add_task("embedding", total=len(sources))
 
-        def report(outcome) -> None:
-            progress.advance(task)
-            if outcome.status == "failed":
-                progress.console.print(f"failed {outcome.source}: {outcome.message}", style="red")
-            elif outcome.message and outcome.status != "skipped":
-                progress.console.print(f"note: {outcome.source}: {outcome.message}")
+            def report(outcome) -> None:
+                finished.append(outcome)
+                progress.advance(task)
+                if outcome.status == "failed":
+                    progress.console.print(failure_line(outcome.source, outcome.message), style="red")
+                elif outcome.message and outcome.status != "skipped":
+                    progress.console.print(f"note: {outcome.source}: {outcome.message}")
 
-        result = embed_files(model_path, sources, out_dir, settings, threads, workers, on_outcome=report)
+            result = embed_files(model_path, sources, out_dir, settings, threads, workers, on_outcome=report)
+    except KeyboardInterrupt as stop:
+        done = sum(1 for o in finished if o.status == "done")
+        err.print(f"interrupted: {done} embedded, {len(sources) - len(finished)} left; "
+                  "re-run the same command to resume")
+        raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
     elapsed = time.perf_counter() - started
     err.print(
-        f"{result.count('done')} embedded, {result.count('skipped')} skipped (output exists), "
+        f"{result.count('done')} embedded, {result.count('skipped')} skipped (up to date), "
         f"{result.count('short')} too short, {len(result.failed)} failed in {elapsed:.1f} s -> {out_dir}"
     )
     if result.failed:
-        err.print("failed files:")
-        for outcome in result.failed:
-            err.print(f"  {outcome.source}: {outcome.message}")
         raise typer.Exit(1)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the batch stops its workers and says what was done."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def tag(
-    paths: List[Path] = typer.Argument(..., help="Audio files, or folders to search recursively for audio files."),
+    paths: list[Path] = typer.Argument(..., help="Audio files, or folders to search recursively for audio files."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="How many tags to show per file (or per frame)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one document) instead of text."),
@@ -121,15 +145,15 @@ def tag(
         try:
             result = loaded.embed(source, hop=hop, window=window)
         except MdeError as exc:
-            failures.append(f"{source}: {exc}")
-            err.print(f"failed {source}: {exc}", style="red")
+            failures.append(source)
+            err.print(failure_line(source, str(exc)), style="red")
             continue
         if result.padded:
             err.print(f"note: {source}: {result.duration:.2f} s is shorter than one window: zero-padded to one window")
         document = {"file": str(source), "model": loaded.name, "tags": _tag_list(result.top_tags(top_k))}
         if frames:
             document["frames"] = [
-                {"t": float(t), "tags": _tag_list(result.top_tags(top_k, frame=i))}
+                {"timestamp": float(t), "tags": _tag_list(result.top_tags(top_k, frame=i))}
                 for i, t in enumerate(result.timestamps)
             ]
         documents.append(document)
@@ -151,4 +175,4 @@ def _print_tags(document: dict) -> None:
 
     out.print(f"{document['file']}: {line(document['tags'])}")
     for frame in document.get("frames", []):
-        out.print(f"  {frame['t']:8.2f} s  {line(frame['tags'])}")
+        out.print(f"  {frame['timestamp']:8.2f} s  {line(frame['tags'])}")

@@ -1,27 +1,39 @@
-"""Embedding many files: output naming, skipping finished work, worker processes, failure reports.
+"""Embedding many files: output naming, checking the destination, skipping finished work, failure reports.
 
-``embed_files`` is the Python face of ``mde embed``. A failed file is reported and the batch goes on;
-existing outputs are skipped unless ``overwrite``, so a killed batch resumes where it stopped.
+``embed_files`` is the Python face of ``mde embed``. A destination that cannot work (a file, a folder
+that cannot be written) stops the batch before any model is loaded. Then a failed file (bad audio, a
+write error such as a full disk) is reported and the batch goes on. An existing output is skipped
+only when it is complete and was made with the same model file and settings (see
+:mod:`mde.runtime.writers`); otherwise it is recomputed with a note, so a killed batch resumes where it
+stopped and a rerun with other settings never keeps stale outputs.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Optional
 
+from mde.atomic import remove_stale_parts
 from mde.errors import MdeError
 from mde.runtime.backends.common import check_choice
-from mde.runtime.extractor import ClipTooShort, Model
-from mde.runtime.writers import FORMATS, write_result
+from mde.runtime.chunker import frame_grid
+from mde.runtime.extractor import ClipTooShort, Model, check_request
+from mde.runtime.package import check_seconds, read_model_info
+from mde.runtime.workers import process_map
+from mde.runtime.writers import FORMATS, OutputSettings, reuse_problem, write_result
+
+_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """What happened to one input: status is 'done', 'skipped' (output exists), 'short' or 'failed'."""
+    """What happened to one input: status is 'done', 'skipped' (an up-to-date output
+    exists), 'short' or 'failed'."""
 
     source: Path
     target: Path
@@ -63,10 +75,7 @@ class EmbedSettings:
         if self.fmt not in FORMATS:
             raise MdeError(f"unknown format {self.fmt!r}; choose from {', '.join(FORMATS)}")
         check_choice(self.backend, self.device)
-        if self.hop is not None and not self.hop > 0:
-            raise MdeError(f"hop must be positive, got {self.hop} s")
-        if self.window is not None and not self.window > 0:
-            raise MdeError(f"window must be positive, got {self.window} s")
+        check_seconds(self.window, self.hop)
 
 
 def plan_outputs(sources: Iterable[Path], out_dir: Path, fmt: str) -> list[tuple[Path, Path]]:
@@ -84,21 +93,72 @@ def plan_outputs(sources: Iterable[Path], out_dir: Path, fmt: str) -> list[tuple
     return pairs
 
 
-def embed_one(model: Model, source: Path, target: Path, settings: EmbedSettings) -> FileOutcome:
-    """Embed one file and write its output; user-caused failures become a 'failed' outcome."""
+def check_destination(out_dir: Path) -> None:
+    """MdeError unless files can be created in ``out_dir``, or in its nearest existing ancestor when it
+    does not exist yet (it is created by the first write). Checked by creating and removing a file:
+    permission bits alone do not tell (root ignores them; a read-only mount does not show in them)."""
+    existing = out_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "it" if existing == out_dir else str(existing)
+        raise MdeError(f"cannot write outputs to {out_dir}: {what} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise MdeError(f"cannot write outputs to {out_dir}: {exc.strerror or exc}") from None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def output_settings(model_path: Path, settings: EmbedSettings) -> OutputSettings:
+    """What the outputs of this batch record: the model file's digest and the resolved layer, window and
+    hop (seconds). Reads the model's metadata only (no inference session); MdeError if the model does
+    not accept the layer, window or hop."""
+    info = read_model_info(model_path)
+    check_request(info, settings.layer, settings.window, settings.hop)
+    grid = frame_grid(info, window=settings.window, hop=settings.hop)
+    return OutputSettings(
+        model_sha256=file_sha256(model_path), layer=settings.layer or info.embedding_output,
+        window=grid.window_seconds, hop=grid.step * grid.unit_seconds, pad=settings.pad,
+        sample_rate=info.sample_rate,
+    )
+
+
+def embed_one(
+    model: Model, source: Path, target: Path, settings: EmbedSettings, made_with: OutputSettings
+) -> FileOutcome:
+    """Embed one file and write its output made with ``made_with``, unless an up-to-date one exists.
+    User-caused failures, write errors included, become a 'failed' outcome."""
+    if target.is_dir():
+        return FileOutcome(source, target, "failed", f"{target} is a folder; remove it or choose another output folder")
+    notes = []
     if target.exists() and not settings.overwrite:
-        return FileOutcome(source, target, "skipped", "output exists")
+        problem = reuse_problem(target, settings.fmt, made_with)
+        if problem is None:
+            return FileOutcome(source, target, "skipped", "up to date")
+        notes.append(f"the existing {target} {problem}: recomputed")
     try:
         result = model.embed(source, hop=settings.hop, pad=settings.pad, layer=settings.layer, window=settings.window)
-        write_result(result, target, settings.fmt)
     except ClipTooShort as exc:
         return FileOutcome(source, target, "short", f"{exc}; skipped (--no-pad)")
     except MdeError as exc:
         return FileOutcome(source, target, "failed", str(exc))
-    note = ""
+    try:
+        write_result(result, target, settings.fmt, made_with)
+    except OSError as exc:
+        return FileOutcome(source, target, "failed", f"cannot write {target}: {exc.strerror or exc}")
     if result.padded:
-        note = f"{result.duration:.2f} s is shorter than one window: zero-padded to one window"
-    return FileOutcome(source, target, "done", note, frames=len(result.timestamps), padded=result.padded)
+        notes.append(f"{result.duration:.2f} s is shorter than one window: zero-padded to one window")
+    return FileOutcome(source, target, "done", "; ".join(notes), frames=len(result.timestamps), padded=result.padded)
 
 
 _worker_model: Optional[Model] = None
@@ -113,7 +173,7 @@ def _load(model_path: str | Path, threads: Optional[int], settings: EmbedSetting
     return Model(model_path, threads=threads, backend=settings.backend, device=settings.device)
 
 
-def _work(job: tuple[Path, Path, EmbedSettings]) -> FileOutcome:
+def _work(job: tuple[Path, Path, EmbedSettings, OutputSettings]) -> FileOutcome:
     assert _worker_model is not None
     return embed_one(_worker_model, *job)
 
@@ -122,19 +182,19 @@ def iter_embed(
     model_path: Path,
     pairs: list[tuple[Path, Path]],
     settings: EmbedSettings,
+    made_with: OutputSettings,
     threads: Optional[int] = None,
     workers: int = 1,
 ) -> Iterator[FileOutcome]:
-    """Outcomes as files finish (in input order), using ``workers`` processes when more than one."""
+    """Outcomes as files finish (in input order), using ``workers`` processes when more than one
+    (see :mod:`mde.runtime.workers`: they stop with the batch and die with this process)."""
     if workers <= 1:
         model = _load(model_path, threads, settings)
         for source, target in pairs:
-            yield embed_one(model, source, target, settings)
+            yield embed_one(model, source, target, settings, made_with)
         return
-    context = multiprocessing.get_context("spawn")
-    jobs = [(source, target, settings) for source, target in pairs]
-    with ProcessPoolExecutor(workers, context, _init_worker, (os.fspath(model_path), threads, settings)) as pool:
-        yield from pool.map(_work, jobs)
+    jobs = [(source, target, settings, made_with) for source, target in pairs]
+    yield from process_map(_work, jobs, workers, _init_worker, (os.fspath(model_path), threads, settings))
 
 
 def embed_files(
@@ -146,10 +206,18 @@ def embed_files(
     workers: int = 1,
     on_outcome: Optional[Callable[[FileOutcome], None]] = None,
 ) -> BatchReport:
-    """Embed every source into ``out_dir``; ``on_outcome`` is called as each file finishes."""
+    """Embed every source into ``out_dir``; ``on_outcome`` is called as each file finishes.
+
+    Before any model is loaded: MdeError if two sources would share an output, if ``out_dir`` cannot
+    be written, or if the model does not accept the settings. Temporary files that a killed earlier
+    batch left beside these outputs are removed (run one batch per output folder at a time).
+    """
     pairs = plan_outputs(sources, out_dir, settings.fmt)
+    check_destination(out_dir)
+    made_with = output_settings(model_path, settings)
+    remove_stale_parts(target for _, target in pairs)
     report = BatchReport()
-    for outcome in iter_embed(model_path, pairs, settings, threads, workers):
+    for outcome in iter_embed(model_path, pairs, settings, made_with, threads, workers):
         report.outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)

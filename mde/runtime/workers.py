@@ -1,0 +1,111 @@
+"""Running a function over jobs in worker processes that never outlive the batch that started them.
+
+Workers are spawned (not forked). Each one dies with its parent, even when the parent is SIGKILLed:
+on Linux the kernel sends it SIGKILL (``PR_SET_PDEATHSIG``), and everywhere a thread polls the parent's
+pid as a fallback. Workers ignore SIGINT: Ctrl-C is the parent's to handle. When the consumer stops
+early (an exception, Ctrl-C, SIGTERM turned into an exception, or closing the generator), jobs not yet
+started are cancelled and running workers are sent SIGTERM at once rather than finishing the batch; a
+worker in the middle of a job unwinds it (so ``finally`` blocks remove temporary files) and exits. With
+no worker left, multiprocessing's resource tracker sees its pipe close and exits as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+PARENT_POLL_S = 0.5
+"""How often (seconds) a worker checks that its parent is alive, where the kernel cannot tell it."""
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_JOIN_S = 5.0
+_busy = False  # in a worker: whether a job is running (SIGTERM then unwinds it before exiting)
+
+
+class _Stopped(BaseException):
+    """Raised in a worker's running job by SIGTERM."""
+
+
+def process_map(
+    fn: Callable[[J], R],
+    jobs: Iterable[J],
+    workers: int,
+    initializer: Callable[..., None],
+    initargs: tuple[Any, ...],
+) -> Iterator[R]:
+    """``fn(job)`` for every job, in job order, computed by ``workers`` spawned processes, each set up
+    once by ``initializer(*initargs)``. A job's exception is raised here, in order."""
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, context, _start_worker, (os.getpid(), initializer, initargs))
+    try:
+        futures = [pool.submit(_call, fn, job) for job in jobs]
+        for future in futures:
+            yield future.result()
+    except BaseException:
+        _terminate(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Cancel the jobs not started and end the running workers now. ProcessPoolExecutor offers no
+    public way before Python 3.14 (``terminate_workers``), hence its process table."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(_JOIN_S)
+
+
+def _start_worker(parent_pid: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    die_with_parent(parent_pid)
+    initializer(*initargs)
+
+
+def _call(fn: Callable[[J], R], job: J) -> R:
+    """Run one job in a worker; SIGTERM during it unwinds the job, then ends the worker."""
+    global _busy
+    try:
+        _busy = True
+        return fn(job)
+    except _Stopped:
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _busy = False
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    if _busy:
+        raise _Stopped
+    os._exit(128 + signum)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process exit when process ``parent_pid``, its parent, exits in any way."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc: the thread below notices
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="mde-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
