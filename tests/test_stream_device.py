@@ -13,11 +13,10 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
-
 from conftest import MTAT_CLIP, store_at
 from test_cli import assert_one_line_error
 
@@ -68,8 +67,9 @@ def test_mic_frames_arrive_at_real_time_pace_with_the_offline_tags(pulse_env, mu
 
     seconds = 12.0
     env = {**pulse_env, "MDE_HOME": str(musicnn_home)}
+    launched = time.monotonic()  # before the stream's clock starts
     stream = subprocess.Popen(
-        [sys.executable, "-m", "mde", "stream", "--mic", "--device", "pulse", "--duration", str(seconds),
+        [sys.executable, "-m", "mde", "stream", "--mic", "--input-device", "pulse", "--duration", str(seconds),
          "--scales", "0.5,3.7", "--hop", "0.5:0.5,3.7:1", "--jsonl", "-", "--no-view"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -91,13 +91,17 @@ def test_mic_frames_arrive_at_real_time_pace_with_the_offline_tags(pulse_env, mu
     assert stream.returncode == 0, stderr
     assert "audio dropped 0.00 s" in stderr and " 0 dropped" in stderr
 
-    # Real-time pace: the 0.5 s frames come out as the audio arrives, not in a burst.
-    short = [(r["t"], a) for r, a in zip(rows, arrivals) if r["scale"] == 0.5]
+    # Real-time pace: the 0.5 s frames come out as the audio arrives, not in a burst. A busy machine only
+    # delays frames, so both checks hold however loaded it is: no frame comes out before its audio can have
+    # been captured (less 0.25 s for the device's buffering), and the frames spread over most of the
+    # audio's span (with nothing dropped, no frame waited behind more than a few others).
+    short = [(r["timestamp"], a) for r, a in zip(rows, arrivals) if r["scale"] == 0.5]
     assert len(short) >= int(seconds / 0.5) - 2
     t = np.array([s[0] for s in short])
     wall = np.array([s[1] for s in short])
     assert np.all(np.diff(t) > 0)
-    assert np.max(np.abs((wall - wall[0]) - (t - t[0]))) < 0.5
+    assert np.all(wall - launched >= t + 0.5 - 0.25)
+    assert wall[-1] - wall[0] >= 0.5 * (t[-1] - t[0])
 
     # What was heard is the clip: the tags of the captured 3.7 s windows that hold music match offline.
     with store_at(musicnn_home):
@@ -122,6 +126,6 @@ def _mean_tags(rows: list[dict]) -> dict[str, float]:
 
 
 def test_mic_errors_are_one_line(pulse_env, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mde", "stream", "--mic", "--device", "no such device"],
+    proc = subprocess.run([sys.executable, "-m", "mde", "stream", "--mic", "--input-device", "no such device"],
                           env=pulse_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert_one_line_error(proc, "no capture device")

@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 from mde.runtime import store
 from mde.runtime.defaults import default_model_path
-from mde.runtime.extractor import DEFAULT_BATCH_SIZE, Model
+from mde.runtime.extractor import Model
+from mde.runtime.limits import DEFAULT_BATCH_SIZE
 from mde.stream.engine import FrameSink, StreamEngine, StreamSummary
 from mde.stream.outputs import FrameCollector, StreamedArrays
 from mde.stream.scales import DEFAULT_SCALES, PerScale, Scale, pick, scale_grid

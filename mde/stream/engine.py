@@ -15,8 +15,9 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from mde.stream.buffers import BlockRing
 from mde.stream.feeds import RateFeed, ReadyFrame
 from mde.stream.scales import Scale
 from mde.stream.sources import AudioSource
+from mde.tags import top_tags
 
 RING_SECONDS = 4.0
 """Audio the capture ring holds before a live source starts dropping blocks, in seconds."""
@@ -40,10 +42,11 @@ NICE_STEP = 5
 
 @dataclass
 class StreamFrame:
-    """One emitted frame: start ``t`` (seconds since the stream began), its scale (window seconds),
-    the model, latency in milliseconds, the embedding (float32 vector) and tag probabilities (or None)."""
+    """One emitted frame: its start ``timestamp`` (seconds since the stream began), its scale (window
+    seconds), the model, latency in milliseconds, the embedding (float32 vector) and tag probabilities
+    (or None)."""
 
-    t: float
+    timestamp: float
     scale: float
     model: str
     latency_ms: float
@@ -53,10 +56,7 @@ class StreamFrame:
 
     def top_tags(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most probable tags of this frame (empty for models without tags)."""
-        if self.tags is None or k <= 0:
-            return []
-        order = np.argsort(-self.tags, kind="stable")[:k]
-        return [(self.tag_names[i], float(self.tags[i])) for i in order]
+        return [] if self.tags is None else top_tags(self.tags, self.tag_names, k)
 
 
 class FrameSink(Protocol):
@@ -64,18 +64,20 @@ class FrameSink(Protocol):
 
     def add(self, frame: StreamFrame) -> None: ...
 
-    def close(self, summary: "StreamSummary") -> None: ...
+    def close(self, summary: StreamSummary) -> None: ...
 
 
 @dataclass
 class ScaleSummary:
-    """Per-scale counts and latencies (ms) of a finished stream."""
+    """Per-scale counts and latencies (ms) of a finished stream; the latencies are NaN when it had no frames.
+    padded: the input ended before one window and its one frame is the input zero-padded to a window."""
 
     scale: float
     model: str
     hop_s: float
     frames: int
     dropped: int
+    padded: bool
     latency_min_ms: float
     latency_p50_ms: float
     latency_p99_ms: float
@@ -115,6 +117,7 @@ class _Pending:
 class _ScaleState:
     latencies_ms: list[float] = field(default_factory=list)
     dropped: int = 0
+    padded: bool = False
 
 
 class ScaleWorker:
@@ -187,17 +190,18 @@ class ScaleWorker:
         for i, item in enumerate(batch):
             latency_ms = (done - item.arrival) * 1e3
             self.state.latencies_ms.append(latency_ms)
+            self.state.padded |= item.frame.padded
             self._emit(StreamFrame(
-                t=item.frame.start * scale.grid.unit_seconds, scale=scale.seconds, model=info.name,
+                timestamp=item.frame.start * scale.grid.unit_seconds, scale=scale.seconds, model=info.name,
                 latency_ms=latency_ms, embedding=embedding[i],
                 tags=None if tags is None else tags[i], tag_names=info.tag_names,
             ))
 
     def summary(self) -> ScaleSummary:
-        lat = np.asarray(self.state.latencies_ms) if self.state.latencies_ms else np.zeros(1)
+        lat = np.asarray(self.state.latencies_ms) if self.state.latencies_ms else np.full(1, np.nan)
         return ScaleSummary(
             scale=self.scale.seconds, model=self.scale.model.name, hop_s=self.scale.hop_seconds,
-            frames=len(self.state.latencies_ms), dropped=self.state.dropped,
+            frames=len(self.state.latencies_ms), dropped=self.state.dropped, padded=self.state.padded,
             latency_min_ms=float(lat.min()), latency_p50_ms=float(np.percentile(lat, 50)),
             latency_p99_ms=float(np.percentile(lat, 99)),
             latency_max_ms=float(lat.max()),
@@ -254,7 +258,7 @@ class StreamEngine:
         """Stream until the source ends, ``duration`` seconds of audio have passed, ``stop`` is set or
         Ctrl-C; then finish pending frames, close the sinks and return the summary."""
         source = self.source
-        limit = None if duration is None else int(round(duration * source.rate))
+        limit = None if duration is None else round(duration * source.rate)
         slots = max(8, int(RING_SECONDS * source.rate / source.block_frames))
         ring = BlockRing(slots, source.block_frames, source.channels)
         wall0, cpu0 = time.monotonic(), time.process_time()
@@ -263,11 +267,11 @@ class StreamEngine:
             worker.start()
         try:
             source.start(ring)
-            while True:
+            while stop is None or not stop.is_set():
                 ended = source.finished()
                 item = ring.pop()
                 if item is None:
-                    if ended or (stop is not None and stop.is_set()):
+                    if ended:
                         break
                     time.sleep(POLL_SECONDS)
                     continue

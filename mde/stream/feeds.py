@@ -7,14 +7,17 @@ audio windows read it through a :class:`Chunker` directly; models that cut mel p
 the same centre padding the whole-signal front end uses (reflection at the start, and at the end when the
 stream is finished). Each chunker emits a frame as soon as its last unit exists, on the grid of
 :func:`mde.runtime.chunker.frame_grid`, so a stream yields the frames ``embed`` yields for the same signal.
+That includes an input that ends before a consumer's first frame is complete: like ``embed`` with a clip
+shorter than one window, the consumer then gets one frame of the whole input zero-padded to one window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
 import numpy as np
 
-from mde.audio import stream_resampler
+from mde.audio import pad_to_length, stream_resampler
 from mde.errors import MdeError
 from mde.runtime.chunker import FrameGrid
 from mde.runtime.frontend import MelSpectrogram
@@ -24,11 +27,13 @@ from mde.stream.buffers import UnitBuffer
 
 @dataclass
 class ReadyFrame:
-    """A complete frame: which consumer it is for, its start (grid units) and its units (a copy)."""
+    """A complete frame: which consumer it is for, its start (grid units), its units (a copy), and whether
+    it is the whole (too short) input zero-padded to one window."""
 
     consumer: int
     start: int
     units: np.ndarray
+    padded: bool = False
 
 
 class Chunker:
@@ -51,6 +56,16 @@ class Chunker:
             self.next_start += self.grid.step
         return frames
 
+    @property
+    def starved(self) -> bool:
+        """True while no frame has been cut."""
+        return self.next_start == 0
+
+    def padded(self, units: np.ndarray) -> ReadyFrame:
+        """The frame of a starved consumer at the end of the stream, cut from ``units`` (the padded input)."""
+        self.next_start = self.grid.step
+        return ReadyFrame(self.consumer, 0, np.ascontiguousarray(units[..., : self.grid.length]), padded=True)
+
 
 class MelFeed:
     """Log-mel frames of a growing signal, identical to those of one front-end call over the whole signal.
@@ -64,6 +79,7 @@ class MelFeed:
     def __init__(self, config: FrontendConfig, threads: int = 1) -> None:
         self.config = config
         self._kernel = MelSpectrogram.from_config(replace(config, center=False), threads=threads)
+        self._threads = threads
         self._pad = config.n_fft // 2 if config.center else 0
         self.frames = UnitBuffer(rows=config.n_mels, capacity=4096)
         self.chunkers: list[Chunker] = []
@@ -73,7 +89,9 @@ class MelFeed:
         return self.frames.end
 
     def first_sample_needed(self) -> int:
-        """The earliest sample any future frame still reads."""
+        """The earliest sample any future frame still reads (0 while a chunker may need the padded input)."""
+        if any(chunker.starved for chunker in self.chunkers):
+            return 0
         return max(0, self.next_frame * self.config.hop_length - self._pad)
 
     def update(self, samples: UnitBuffer, final: bool) -> list[ReadyFrame]:
@@ -89,9 +107,17 @@ class MelFeed:
         if stop > self.next_frame:
             self.frames.append(self._compute(samples, self.next_frame, stop))
         ready = [frame for chunker in self.chunkers for frame in chunker.take(self.frames)]
+        if final and samples.end > 0:
+            ready += [chunker.padded(self._whole_padded(samples, chunker.grid.min_samples))
+                      for chunker in self.chunkers if chunker.starved]
         if self.chunkers:
             self.frames.discard_before(min(chunker.next_start for chunker in self.chunkers))
         return ready
+
+    def _whole_padded(self, samples: UnitBuffer, n_samples: int) -> np.ndarray:
+        """The log-mel of the whole input zero-padded to ``n_samples``, as ``embed`` computes it for a short clip."""
+        padded, _ = pad_to_length(samples.view(0, samples.end), n_samples)
+        return MelSpectrogram.from_config(self.config, threads=self._threads)(padded)
 
     def _compute(self, samples: UnitBuffer, first: int, stop: int) -> np.ndarray:
         cfg = self.config
@@ -100,8 +126,10 @@ class MelFeed:
         segment = samples.view(max(begin, 0), min(end, samples.end))
         before, after = max(0, -begin), max(0, end - samples.end)
         if before or after:
-            mode = "reflect" if cfg.pad_mode == "reflect" else "constant"
-            segment = np.pad(segment, (before, after), mode=mode)
+            if cfg.pad_mode == "reflect":
+                segment = np.pad(segment, (before, after), mode="reflect")
+            else:
+                segment = np.pad(segment, (before, after), mode="constant")
         return self._kernel(segment)
 
 
@@ -140,6 +168,10 @@ class RateFeed:
             mono = self._resampler.resample_chunk(mono, last=final)
         self.samples.append(np.asarray(mono, np.float32))
         ready = [frame for chunker in self.window_chunkers for frame in chunker.take(self.samples)]
+        starved = [chunker for chunker in self.window_chunkers if chunker.starved]
+        if final and starved and self.samples.end > 0:
+            whole = self.samples.view(0, self.samples.end)  # kept while a chunker is starved
+            ready += [chunker.padded(pad_to_length(whole, chunker.grid.length)[0]) for chunker in starved]
         for feed in self.mel_feeds.values():
             ready += feed.update(self.samples, final)
         self.samples.discard_before(self._first_sample_needed())

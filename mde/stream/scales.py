@@ -7,8 +7,10 @@ if its window is that long (within 10 %); the frames then have the model's own w
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, Union
+from typing import Optional, Union
 
 from mde.errors import MdeError
 from mde.runtime.chunker import FrameGrid, frame_grid
@@ -18,6 +20,8 @@ DEFAULT_SCALES = (0.5, 3.7, 29.0)
 """Window lengths in seconds served by ``mde stream`` unless told otherwise."""
 DEFAULT_MAX_HOP_S = 1.0
 """Default hop: the window itself, but at most this many seconds, so every scale updates at least once a second."""
+MAX_SCALE_SECONDS = 600.0
+"""The longest window a stream serves, in seconds: each scale holds up to one window of audio in memory."""
 
 PerScale = Union[None, float, str, Mapping[float, Union[float, str]]]
 
@@ -46,13 +50,14 @@ def scale_label(seconds: float) -> str:
 
 
 def parse_scales(text: str) -> list[float]:
-    """'0.5,3.7,29' -> [0.5, 3.7, 29.0]; MdeError for anything else (empty, non-numbers, <= 0, repeats)."""
+    """'0.5,3.7,29' -> [0.5, 3.7, 29.0]; MdeError for anything else (empty, non-numbers, not in
+    (0, MAX_SCALE_SECONDS], repeats)."""
     try:
         scales = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise MdeError(f"--scales takes seconds separated by commas, like 0.5,3.7,29; got {text!r}") from None
-    if not scales or any(not s > 0 for s in scales):
-        raise MdeError(f"--scales needs positive window lengths in seconds, got {text!r}")
+    if not scales or any(not 0 < s <= MAX_SCALE_SECONDS for s in scales):
+        raise MdeError(f"--scales needs window lengths above 0 and at most {MAX_SCALE_SECONDS:g} s, got {text!r}")
     if len(set(scales)) != len(scales):
         raise MdeError(f"--scales lists a window twice: {text!r}")
     return scales
@@ -86,8 +91,8 @@ def _value(text: str, what: str, numeric: bool) -> Union[float, str]:
         value = float(text)
     except ValueError:
         raise MdeError(f"{what}: {text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise MdeError(f"{what}: {text!r} must be positive")
+    if not (value > 0 and math.isfinite(value)):
+        raise MdeError(f"{what}: {text!r} must be a positive, finite number of seconds")
     return value
 
 

@@ -8,14 +8,15 @@ counted. A file read as fast as possible and a pipe wait instead, so nothing is 
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
-from typing import BinaryIO, Optional, Union
+from typing import Any, BinaryIO, Optional, Union
 
 import numpy as np
 
-from mde.audio import open_audio, read_blocks
+from mde.audio import MIN_SAMPLE_RATE, open_audio, read_blocks
 from mde.errors import MdeError
 from mde.stream.buffers import BlockRing
 
@@ -25,6 +26,27 @@ FAST_BLOCK_SECONDS = 0.5
 """Audio per block when reading a file or a pipe as fast as possible."""
 STDIN_FORMATS = {"s16le": ("<i2", 1.0 / 32768.0), "f32le": ("<f4", 1.0)}
 """Raw sample formats on standard input: numpy dtype and scale to [-1, 1]."""
+MAX_RATE_HZ = 384_000
+"""Highest capture or pipe rate accepted, in Hz (the ring holds RING_SECONDS of audio at this rate)."""
+MAX_CHANNELS = 64
+"""Most interleaved channels accepted from a pipe or a capture device."""
+NO_CAPTURE_DEVICE = ("no audio capture device found; on a headless machine start a PulseAudio null sink "
+                     "(see README: Streaming > Headless capture)")
+"""What ``--mic`` and ``--list-devices`` say when PortAudio sees no capture device at all."""
+
+
+def check_rate(rate: float, what: str) -> int:
+    """``rate`` as whole Hz; MdeError unless it is one from MIN_SAMPLE_RATE to MAX_RATE_HZ. what: the option."""
+    if not (math.isfinite(rate) and MIN_SAMPLE_RATE <= rate <= MAX_RATE_HZ and rate == int(rate)):
+        raise MdeError(f"{what} must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_RATE_HZ}, got {rate:g}")
+    return int(rate)
+
+
+def check_channels(channels: int) -> int:
+    """``channels``; MdeError unless it is from 1 to MAX_CHANNELS."""
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise MdeError(f"--channels must be from 1 to {MAX_CHANNELS}, got {channels}")
+    return int(channels)
 
 
 class AudioSource:
@@ -80,6 +102,8 @@ class _ReaderSource(AudioSource):
                 else:  # wait for room: nothing is lost
                     while ring.full() and not self._stop.is_set():
                         time.sleep(0.002)
+                    if self._stop.is_set():  # the consumer has gone: this block was never dropped
+                        break
                 ring.push(block, time.monotonic())
         except BaseException as exc:  # handed to the consumer, which reports it
             self.error = exc
@@ -143,11 +167,9 @@ class StdinSource(_ReaderSource):
         super().__init__()
         if sample_format not in STDIN_FORMATS:
             raise MdeError(f"--format must be one of {', '.join(STDIN_FORMATS)}, got {sample_format!r}")
-        if rate is None or rate < 1:
+        if rate is None:
             raise MdeError("--stdin needs --rate, the pipe's sample rate in Hz")
-        if channels < 1:
-            raise MdeError(f"--channels must be at least 1, got {channels}")
-        self.rate, self.channels, self.live = int(rate), int(channels), False
+        self.rate, self.channels, self.live = check_rate(rate, "--rate"), check_channels(channels), False
         self._dtype, self._scale = STDIN_FORMATS[sample_format]
         self._format = sample_format
         self._stream = stream if stream is not None else sys.stdin.buffer
@@ -194,27 +216,36 @@ class MicSource(AudioSource):
     """A capture device through PortAudio, at the device's rate unless ``rate`` (Hz) is given.
 
     device: a PortAudio device index, a (part of a) device name, or None for the default input.
-    channels: captured channels (default: up to 2), mixed to mono downstream. The PortAudio callback
+    channels: captured channels (default: up to 2), mixed to mono downstream. MdeError when there is no
+    such device (saying how to get one when there is none at all) or the rate or channels are out of
+    range (:func:`check_rate`, :func:`check_channels`). The PortAudio callback
     only copies into the preallocated ring: it never blocks, allocates arrays or takes a lock.
     """
 
     live = True
 
-    def __init__(self, device: Union[None, int, str] = None, rate: Optional[int] = None,
+    def __init__(self, device: Union[int, str, None] = None, rate: Optional[int] = None,
                  channels: Optional[int] = None, block_seconds: float = DEFAULT_BLOCK_SECONDS) -> None:
+        rate = None if rate is None else check_rate(rate, "--capture-rate")
+        channels = None if channels is None else check_channels(channels)
         self._sd = import_sounddevice()
         if isinstance(device, str) and device.strip().isdigit():
             device = int(device)
         try:
             info = self._sd.query_devices(device, "input")
         except (ValueError, self._sd.PortAudioError) as exc:
+            if not list_input_devices():
+                raise MdeError(NO_CAPTURE_DEVICE) from None
+            if device is None:
+                raise MdeError("no default capture device; choose one with --input-device "
+                               "(see 'mde stream --list-devices')") from None
             raise MdeError(f"no capture device {device!r} ({exc}); see 'mde stream --list-devices'") from None
         self.device = device
         self.device_name = info["name"]
         self.rate = int(rate or info["default_samplerate"])
         self.channels = int(channels or min(2, info["max_input_channels"]))
         self.block_frames = max(1, round(block_seconds * self.rate))
-        self._stream = None
+        self._stream: Any = None  # a sounddevice.InputStream while capturing
         self._ring: Optional[BlockRing] = None
 
     def describe(self) -> str:
