@@ -56,7 +56,37 @@ class ParityError(MdeError):
 
 
 class MissingExtraError(MdeError):
-    """An optional dependency is not installed."""
+    """An optional dependency is not installed; the message ends with a pip command that installs it."""
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
-        super().__init__(f"{purpose} needs the '{package}' package: pip install 'mde[{extra}]'")
+        super().__init__(f"{purpose} needs the '{package}' package (mde's '{extra}' extra): {install_command(extra)}")
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to this mde from where it was installed.
+
+    'mde' on the package index is another project, so the source is read from the installed
+    distribution's PEP 610 ``direct_url.json``: a local folder (editable or not) gives
+    ``pip install '<folder>[extra]'``, an archive or VCS URL ``pip install 'mde[extra] @ <url>'``;
+    without one (e.g. run from a source tree), ``from the mde checkout: pip install '.[extra]'``.
+    """
+    import json
+    import shlex
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    for dist in metadata.distributions(name="mde"):
+        try:
+            origin = json.loads(dist.read_text("direct_url.json") or "null")
+        except (OSError, ValueError):
+            continue
+        if not isinstance(origin, dict) or not isinstance(origin.get("url"), str):
+            continue
+        url = origin["url"]
+        if "dir_info" in origin and url.startswith("file://"):
+            return f"pip install {shlex.quote(unquote(urlparse(url).path) + f'[{extra}]')}"
+        vcs = origin.get("vcs_info")
+        if isinstance(vcs, dict):
+            url = f"{vcs.get('vcs', 'git')}+{url}" + (f"@{vcs['commit_id']}" if vcs.get("commit_id") else "")
+        return f"pip install {shlex.quote(f'mde[{extra}] @ {url}')}"
+    return f"from the mde checkout: pip install '.[{extra}]'"

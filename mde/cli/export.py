@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from mde.cli.console import err, out
-from mde.errors import MissingExtraError
+from mde.cli.console import err, out, stage_progress
+from mde.errors import MdeError, MissingExtraError
 
 
 def register(app: typer.Typer) -> None:
@@ -21,8 +21,9 @@ def export(
     output: Path = typer.Option(..., "-o", "--output", help="The model file to write (.onnx); written atomically."),
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights and compute (float32 inputs and outputs); checked against fp32: embedding cosine >= 0.999, tags within 0.01."),
     int8: bool = typer.Option(False, "--int8", help="Static int8 quantization (QDQ, per-channel weights) calibrated on --calib; checked against fp32: embedding cosine >= 0.98."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Real audio: a folder of audio files, a manifest CSV or one file. Used for the parity checks, and as the int8 calibration set (>= 100 windows)."),
-    calib_hop: Optional[float] = typer.Option(None, "--calib-hop", help="Seconds between calibration windows (default: the model's hop); shorten it to get more windows from few clips."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Real audio: a folder of audio files, a manifest CSV or one file. Used for the parity checks, and as the int8 calibration set (>= 100 windows). Unreadable files are skipped with a note."),
+    calib_hop: str = typer.Option("auto", "--calib-hop", help="Seconds between calibration windows, or auto: the model's hop when the audio gives --calib-windows windows at it, else the longest hop that does (not below one spectrogram frame)."),
+    calib_windows: Optional[int] = typer.Option(None, "--calib-windows", help="The most int8 calibration windows used (100 or more; default 100), evenly spread over the audio; bounds the time and memory calibration takes."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset of the exported graph (17 or later)."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the metadata and the store (default: the run folder's name, the seed's default name, or the source model's name)."),
     save_to_store: bool = typer.Option(False, "--store", help="Also save the file into the model store under its name."),
@@ -43,8 +44,11 @@ def export(
         raise MissingExtraError("tensorrt", "gpu", "Building a TensorRT engine")  # before the export work
     if save_to_store and name is not None:
         store.model_path(name)  # reject a bad name before the export work
-    result = export_model(source, output, fp16=fp16, int8=int8, calib=calib, calib_hop=calib_hop, opset=opset,
-                          name=name)
+    with stage_progress() as report:
+        limit = {} if calib_windows is None else {"calib_windows": calib_windows}
+        result = export_model(source, output, fp16=fp16, int8=int8, calib=calib, calib_hop=_hop(calib_hop),
+                              opset=opset, name=name, on_note=lambda text: err.print(f"note: {text}"),
+                              on_progress=report, **limit)
     info = result.info
     if result.torch_deltas:
         deltas = ", ".join(f"{key} {value:.2e}" for key, value in result.torch_deltas.items())
@@ -58,7 +62,7 @@ def export(
         err.print(f"stored {info.name} at {stored}")
     plan = None
     if tensorrt:
-        from mde.export.tensorrt import build_engine
+        from mde.runtime.backends.tensorrt_engine import build_engine
 
         plan = build_engine(result.path, max_batch=max_batch, workspace_gb=workspace)
         err.print(f"built the TensorRT engine {plan}")
@@ -67,3 +71,13 @@ def export(
 
         folder = write_triton_repository(result.path, triton, max_batch=max_batch, plan=plan)
         err.print(f"wrote the Triton model {folder}")
+
+
+def _hop(text: str) -> Optional[float]:
+    """--calib-hop: None for 'auto', else seconds (a positive finite number)."""
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise MdeError(f"--calib-hop must be a number of seconds or auto, got {text!r}") from None

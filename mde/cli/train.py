@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from mde.cli.console import err, file_progress, out
+from mde.cli.console import err, file_progress, out, stage_progress
 from mde.errors import MdeError, MissingExtraError
 
 DATASET_HELP = "Data source: mtat (annotations_final.csv + mp3 tree), gtzan (genres/<genre>/*), manifest (CSV path,split,tags)."
@@ -134,7 +134,7 @@ def evaluate(
     metrics = assess(target, dataset, data, split, _crops(eval_crops), single_label or dataset == "gtzan")
     text = json.dumps(metrics, indent=2)
     if out_file:
-        from mde.runtime.writers import atomic_path
+        from mde.atomic import atomic_path
 
         with atomic_path(out_file) as tmp:
             tmp.write_text(text + "\n")
@@ -196,6 +196,12 @@ def synth(
     """Write a tagged corpus whose tags come from how each clip was made (no download needed)."""
     from mde.trainer.data.synth import synthesize_corpus
 
-    manifest = synthesize_corpus(out_dir, n, seed=seed, sample_rate=sample_rate, seconds=seconds, engine=engine,
-                                 workers=workers)
+    with stage_progress() as report:
+        def announce(engine_name: str) -> None:  # after the argument checks: a bad argument stays one line
+            err.print(f"synthesizing {n} clips with {engine_name} ...")
+            report("clips", 0, n)
+
+        manifest = synthesize_corpus(out_dir, n, seed=seed, sample_rate=sample_rate, seconds=seconds,
+                                     engine=engine, workers=workers, announce=announce,
+                                     on_clip=lambda done: report("clips", done, n))
     err.print(f"wrote {n} clips and {manifest}; train with: mde train --dataset manifest --data {manifest} ...")

@@ -42,7 +42,7 @@ def example_inputs(info: "ModelInfo", n_windows: int = 3, seed: int = 0) -> np.n
         raise ValueError(f"{info.name}: no log-mel front end to build example inputs with")
     frontend = MelSpectrogram.from_config(info.frontend)
     if info.framing == "audio_windows":
-        return frontend(example_windows(info.window, info.sample_rate, n_windows, seed))
+        return frontend(example_windows(info.window_samples, info.sample_rate, n_windows, seed))
     grid = frame_grid(info)
-    logmel = frontend(example_signal(grid.min_samples + (n_windows - 1) * info.hop, info.sample_rate, seed))
+    logmel = frontend(example_signal(grid.min_samples + (n_windows - 1) * info.hop_samples, info.sample_rate, seed))
     return cut_frames(logmel, grid.starts(logmel.shape[-1])[:n_windows], grid.length)

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,9 @@ from mde.export.graph_rewrite import (
     transpose_column_convs,
 )
 from mde.export.onnx_export import INPUT_NAME, read_metadata, with_metadata
+from mde.export.progress import Progress, no_progress
+from mde.runtime.chunker import frame_grid
+from mde.runtime.extractor import frames_per_call
 from mde.runtime.package import METADATA_KEY, ModelInfo, Precision
 
 FP16_MIN_COSINE = 0.999
@@ -40,10 +43,17 @@ INT8_MIN_COSINE = 0.98
 """Smallest embedding cosine (int8 vs fp32) accepted, per window."""
 MIN_CALIBRATION_WINDOWS = 100
 CALIBRATION_BATCH = 4
-"""Windows per calibration inference."""
-CALIBRATION_FLUSH = 8
-"""Calibration inferences whose intermediate tensors are kept before their ranges are folded in (bounds
-memory: FCN29's first layers alone hold ~60 MB per 29 s window)."""
+"""Windows per calibration inference (fewer for long windows: at most MAX_CALL_SECONDS of audio, as the
+runtime runs them; FCN29's 29 s windows go one at a time). The calibrator keeps only each tensor's
+per-channel min and max per inference (a few kB), so its memory is one batch's activations (FCN29: ~60 MB
+per 29 s window).
+CalibMaxIntermediateOutputs is not set: in ONNX Runtime 1.32 it clears the collected ranges without folding
+them in, so only the inferences after the last clearing counted (fcn05 int8 on 200 windows: cosine 0.960
+from the last 8 windows, 0.998 from all) and a multiple of that count of inferences failed."""
+CALIBRATING = "calibrating int8"
+"""The progress stage of the calibration inferences (counted in windows)."""
+COMPARE_BATCH = 8
+"""Windows per inference call in the agreement checks."""
 TOP_K = 5
 INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "MaxPool", "Relu")
 """Ops quantized to int8; the others (BatchNormalization after ReLU in musicnn, ...) stay float32
@@ -92,7 +102,7 @@ class Agreement:
         return f"{text} over {self.windows} windows"
 
 
-def to_fp16(model_bytes: bytes, windows: np.ndarray) -> tuple[bytes, Agreement]:
+def to_fp16(model_bytes: bytes, windows: np.ndarray, on_progress: Progress = no_progress) -> tuple[bytes, Agreement]:
     """The model with float16 weights and compute (float32 in and out), and its agreement with fp32 on
     ``windows`` (float32 (n, n_mels, frames) log-mels). ParityError below FP16_MIN_COSINE or above
     FP16_TAGS_ATOL. Every op of the mde architectures (Conv, BatchNormalization, MaxPool, Gemm, ...) has
@@ -108,7 +118,7 @@ def to_fp16(model_bytes: bytes, windows: np.ndarray) -> tuple[bytes, Agreement]:
         warnings.simplefilter("ignore")  # one notice per weight too small for float16 (flushed to 0 / 1e-7)
         converted = float16.convert_float_to_float16(model, keep_io_types=True)
     data = _with_precision(converted, "fp16")
-    agreement = compare(model_bytes, data, windows)
+    agreement = compare(model_bytes, data, windows, on_progress=on_progress, stage="checking fp16 against fp32")
     failures = []
     if not agreement.cosine_min >= FP16_MIN_COSINE:
         failures.append(f"embedding cosine {agreement.cosine_min:.5f} < {FP16_MIN_COSINE}")
@@ -119,12 +129,13 @@ def to_fp16(model_bytes: bytes, windows: np.ndarray) -> tuple[bytes, Agreement]:
     return data, agreement
 
 
-def to_int8(model_bytes: bytes, calibration_windows: np.ndarray,
-            check_windows: np.ndarray | None = None) -> tuple[bytes, Agreement]:
+def to_int8(model_bytes: bytes, calibration_windows: np.ndarray, check_windows: np.ndarray | None = None,
+            on_progress: Progress = no_progress) -> tuple[bytes, Agreement]:
     """The model statically quantized to int8 (QDQ, per-channel int8 weights, uint8 activations, MinMax
     ranges from ``calibration_windows``: float32 (n >= 100, n_mels, frames) log-mels of real audio) and
     its agreement with fp32 on ``check_windows`` (default: the calibration windows). ParityError below
-    INT8_MIN_COSINE; MdeError for fewer than MIN_CALIBRATION_WINDOWS windows."""
+    INT8_MIN_COSINE; MdeError for fewer than MIN_CALIBRATION_WINDOWS windows. ``on_progress`` counts the
+    windows calibrated (CALIBRATING), then those checked."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -136,7 +147,7 @@ def to_int8(model_bytes: bytes, calibration_windows: np.ndarray,
     if len(calibration_windows) < MIN_CALIBRATION_WINDOWS:
         raise MdeError(
             f"int8 calibration needs at least {MIN_CALIBRATION_WINDOWS} windows of real audio, got "
-            f"{len(calibration_windows)} (add audio to --calib or shorten --calib-hop)"
+            f"{len(calibration_windows)}"
         )
     import onnx
 
@@ -149,15 +160,15 @@ def to_int8(model_bytes: bytes, calibration_windows: np.ndarray,
         onnx.save(model, str(prepared))
         _check_rewrite(model_bytes, prepared.read_bytes(), checked[:REWRITE_CHECK_WINDOWS])
         quantize_static(
-            str(prepared), str(quantized), _CalibrationReader(calibration_windows),
+            str(prepared), str(quantized),
+            _CalibrationReader(calibration_windows, _per_call(model_bytes, CALIBRATION_BATCH), on_progress),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=getattr(QuantType, ACTIVATION_TYPE),
             weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE, calibrate_method=CalibrationMethod.MinMax,
             op_types_to_quantize=list(INT8_OP_TYPES), nodes_to_exclude=float_nodes(model),
-            extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_FLUSH,
-                           "OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT_OP_TYPES)},
+            extra_options={"OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT_OP_TYPES)},
         )
         data = _with_precision(onnx.load(str(quantized)), "int8")
-    agreement = compare(model_bytes, data, checked)
+    agreement = compare(model_bytes, data, checked, on_progress=on_progress, stage="checking int8 against fp32")
     if not agreement.cosine_min >= INT8_MIN_COSINE:
         raise ParityError(f"int8 differs from fp32: embedding cosine {agreement.cosine_min:.5f} < "
                           f"{INT8_MIN_COSINE} ({agreement.describe()})")
@@ -177,8 +188,9 @@ def _check_rewrite(reference: bytes, rewritten: bytes, windows: np.ndarray) -> N
     """ParityError when the rewritten fp32 graph's outputs differ from the source's beyond
     REWRITE_ATOL + REWRITE_RTOL * |output| on ``windows``."""
     names = list(read_metadata(reference).outputs)
-    want = _run(reference, windows, names, 8)
-    got = _run(rewritten, windows, names, 8)
+    batch = _per_call(reference, COMPARE_BATCH)
+    want = _run(reference, windows, names, batch)
+    got = _run(rewritten, windows, names, batch)
     for name in names:
         if not np.allclose(got[name], want[name], atol=REWRITE_ATOL, rtol=REWRITE_RTOL):
             delta = float(np.abs(got[name] - want[name]).max())
@@ -210,13 +222,18 @@ def float_nodes(model: Any) -> list[str]:
     return names
 
 
-def compare(reference: bytes, candidate: bytes, windows: np.ndarray, batch: int = 8) -> Agreement:
+def compare(reference: bytes, candidate: bytes, windows: np.ndarray, batch: int = COMPARE_BATCH,
+            on_progress: Progress = no_progress, stage: str = "checking") -> Agreement:
     """Agreement of ``candidate`` with ``reference`` (two serialized mde models of the same graph
-    outputs) on float32 (n, n_mels, frames) log-mel ``windows``, both run on ONNX Runtime's CPU provider."""
+    outputs) on float32 (n, n_mels, frames) log-mel ``windows``, both run on ONNX Runtime's CPU provider,
+    ``batch`` windows per call (fewer for long windows, as the runtime runs them).
+    ``on_progress`` gets ``stage`` and the windows run so far out of 2 n (both models)."""
     info = read_metadata(reference)
+    batch = _per_call(reference, batch)
     names = [info.embedding_output] + ([info.tags_output] if info.tags_output else [])
-    want = _run(reference, windows, names, batch)
-    got = _run(candidate, windows, names, batch)
+    total = 2 * len(windows)
+    want = _run(reference, windows, names, batch, lambda done: on_progress(stage, done, total))
+    got = _run(candidate, windows, names, batch, lambda done: on_progress(stage, len(windows) + done, total))
     a, b = want[info.embedding_output].astype(np.float64), got[info.embedding_output].astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cosine = np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
@@ -228,15 +245,27 @@ def compare(reference: bytes, candidate: bytes, windows: np.ndarray, batch: int 
     return Agreement(float(cosine.min()), float(cosine.mean()), tags_delta, top5, len(windows))
 
 
+def _per_call(model: bytes, batch: int) -> int:
+    """Windows of ``model`` (serialized, with mde metadata) per inference call: ``batch``, but no more than
+    the runtime's MAX_CALL_SECONDS of audio (at least 1)."""
+    return frames_per_call(frame_grid(read_metadata(model)), batch)
+
+
 def _top(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, axis=1)[:, :TOP_K]
 
 
-def _run(model: bytes, windows: np.ndarray, names: list[str], batch: int) -> dict[str, np.ndarray]:
+def _run(model: bytes, windows: np.ndarray, names: list[str], batch: int,
+         on_windows: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Outputs ``names`` of ``model`` on ``windows``, ``batch`` at a time (``on_windows``: windows run so far)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    parts = [session.run(names, {INPUT_NAME: windows[i : i + batch]}) for i in range(0, len(windows), batch)]
+    parts = []
+    for i in range(0, len(windows), batch):
+        parts.append(session.run(names, {INPUT_NAME: windows[i : i + batch]}))
+        if on_windows:
+            on_windows(min(i + batch, len(windows)))
     return {name: np.concatenate([part[k] for part in parts]) for k, name in enumerate(names)}
 
 
@@ -279,14 +308,19 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 class _CalibrationReader(CalibrationDataReader):
-    """onnxruntime.quantization CalibrationDataReader over log-mel windows, CALIBRATION_BATCH at a time."""
+    """onnxruntime.quantization CalibrationDataReader over log-mel windows, ``batch`` at a time;
+    ``on_progress`` gets CALIBRATING and the windows handed out before each new batch is asked for."""
 
-    def __init__(self, windows: np.ndarray) -> None:
-        self._batches: Iterator[np.ndarray] = (
-            np.ascontiguousarray(windows[i : i + CALIBRATION_BATCH], dtype=np.float32)
-            for i in range(0, len(windows), CALIBRATION_BATCH)
-        )
+    def __init__(self, windows: np.ndarray, batch: int, on_progress: Progress = no_progress) -> None:
+        self._windows = windows
+        self._batch = batch
+        self._next = 0
+        self._on_progress = on_progress
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: batch}
+        self._on_progress(CALIBRATING, self._next, len(self._windows))  # the previous batch has run
+        if self._next >= len(self._windows):
+            return None
+        batch = np.ascontiguousarray(self._windows[self._next : self._next + self._batch], dtype=np.float32)
+        self._next += len(batch)
+        return {INPUT_NAME: batch}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -96,6 +97,7 @@ class Trainer:
         self.spec: ModelSpec = get_model_spec(config.model)
         seed_everything(config.seed)
         self.data = load_training_data(config)
+        self.data.dataset.check_trainable()
         self.single_label = self.data.dataset.single_label
         self.net = self.spec.factory(n_tags=self.data.dataset.n_tags).to(self.device)
         self.frontend = TorchMelSpectrogram(self.spec.frontend).to(self.device)

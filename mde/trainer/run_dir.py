@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from mde.atomic import atomic_path
 from mde.errors import MdeError
-from mde.runtime.writers import atomic_path
 
 LOG_FIELDS = ("epoch", "train_loss", "valid_loss", "valid_score", "lr", "seconds")
 

@@ -36,11 +36,11 @@ from typing import Any, Optional
 import numpy as np
 from numpy.lib.format import open_memmap
 
+from mde.atomic import atomic_path
 from mde.audio import MIN_SAMPLE_RATE, load_audio, pad_to_length
 from mde.errors import MdeError
 from mde.runtime.frontend import MelSpectrogram
 from mde.runtime.frontend_config import FrontendConfig
-from mde.runtime.writers import atomic_path
 from mde.trainer.data.dataset import TaggingDataset
 
 FEATURES = ("waveform", "logmel")

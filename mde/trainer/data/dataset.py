@@ -49,3 +49,24 @@ class TaggingDataset:
     def label_matrix(self, split: str) -> np.ndarray:
         """float32 (clips, n_tags) labels of one split."""
         return np.stack([clip.labels for clip in self.split(split)]).astype(np.float32)
+
+    def check_trainable(self) -> None:
+        """MdeError (one line) unless training on this dataset can pick a best checkpoint.
+
+        Single-label data needs at least two classes (one class is "learned" at accuracy 1.0). Multi-label
+        data needs, in the train and the valid split, a tag that some clips have and others lack:
+        without one the validation ROC-AUC is undefined for every tag and no epoch can be the best.
+        """
+        from mde.errors import MdeError
+
+        if self.single_label:
+            if self.n_tags < 2:
+                raise MdeError(f"{self.name}: single-label training needs at least 2 classes, got "
+                               f"{self.n_tags} ({', '.join(self.tag_names) or 'none'})")
+            return
+        for split in ("train", "valid"):
+            labels = self.label_matrix(split)
+            positives = labels.sum(axis=0)
+            if not np.any((positives > 0) & (positives < len(labels))):
+                raise MdeError(f"{self.name}: no tag is both present and absent among the {len(labels)} clips of the "
+                               f"{split} split, so its ROC-AUC is undefined; give that split clips that differ in tags")

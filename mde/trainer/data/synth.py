@@ -10,6 +10,7 @@ mix is scaled to the score's RMS level, passed through tanh (a soft limiter: it 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -55,6 +56,8 @@ def synthesize_corpus(
     engine: str = "auto",
     workers: int = 1,
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    announce: Callable[[str], None] | None = None,
+    on_clip: Callable[[int], None] | None = None,
 ) -> Path:
     """Write ``n`` clips of ``seconds`` s at ``sample_rate`` Hz to ``out_dir/clips/NNNNN.wav`` and
     their manifest to ``out_dir/manifest.csv``; return the manifest's path.
@@ -65,18 +68,22 @@ def synthesize_corpus(
     valid and test get round(n * fraction) clips, drawn by a permutation seeded with ``seed``.
     Worker processes are spawned, so a script calling this with ``workers > 1`` needs the usual
     ``if __name__ == "__main__":`` guard. Clips already in ``out_dir/clips`` are overwritten.
+    ``announce``: called once, after the checks, with the engine's name (:func:`describe_engine`);
+    ``on_clip``: called with the number of clips written so far after each one.
     Raises MdeError for bad arguments and when 'fluidsynth' is asked for but not installed.
     """
     _check_arguments(n, sample_rate, seconds, workers, splits)
     fluidsynth = resolve_engine(engine)
+    if announce:
+        announce(describe_engine(fluidsynth))
     (out_dir / CLIP_FOLDER).mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(n - 1)))
     jobs = [_Job(out_dir, i, width, seed, sample_rate, seconds, fluidsynth) for i in range(n)]
     if workers == 1:
-        made = [_make_clip(job) for job in jobs]
+        made = _collect(map(_make_clip, jobs), on_clip)
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            made = list(pool.map(_make_clip, jobs, chunksize=max(1, n // (8 * workers))))
+            made = _collect(pool.map(_make_clip, jobs, chunksize=max(1, n // (8 * workers))), on_clip)
     split_of = _assign_splits(n, seed, splits)
     rows = [ManifestRow(path, split_of[i], tags) for i, (path, tags) in enumerate(made)]
     return write_manifest(rows, out_dir / MANIFEST_NAME)
@@ -98,6 +105,22 @@ def resolve_engine(engine: str) -> tuple[str, Path] | None:
             f"{synth_fluidsynth.INSTALL_HINT}"
         )
     return found
+
+
+def describe_engine(fluidsynth: tuple[str, Path] | None) -> str:
+    """How :func:`resolve_engine`'s answer is named to the user: 'FluidSynth (<SoundFont file>)' or 'numpy'."""
+    return "numpy" if fluidsynth is None else f"FluidSynth ({fluidsynth[1].name})"
+
+
+def _collect(clips: Iterator[tuple[Path, tuple[str, ...]]],
+             on_clip: Callable[[int], None] | None) -> list[tuple[Path, tuple[str, ...]]]:
+    """The clips as they are made, reporting the count after each to ``on_clip``."""
+    made = []
+    for clip in clips:
+        made.append(clip)
+        if on_clip:
+            on_clip(len(made))
+    return made
 
 
 def _render_clip(score: Score, sample_rate: int, rng: np.random.Generator,
