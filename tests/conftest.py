@@ -64,6 +64,29 @@ def seed_models(shared_data, tmp_path_factory) -> dict[str, Path]:
         }
 
 
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """80 synthesized 2 s clips (numpy engine; 64 train, 8 valid, 8 test) in ``<root>/synth``; returns the
+    manifest. The corpus of every training test that checks bookkeeping rather than learning."""
+    from mde.trainer.data.synth import synthesize_corpus
+
+    return synthesize_corpus(tmp_path_factory.mktemp("tiny-run") / "synth", 80, seed=0, seconds=2.0, engine="numpy")
+
+
+@pytest.fixture(scope="session")
+def fcn05_run(synth_corpus) -> Path:
+    """fcn05 trained 1 epoch on ``synth_corpus``, in ``<root>/run-fcn05`` beside ``<root>/synth``, once for the
+    session; tests only read it (export, eval, resume refusals)."""
+    pytest.importorskip("torch")
+    from mde.trainer.config import TrainConfig
+    from mde.trainer.loop import train
+
+    run = synth_corpus.parent.parent / "run-fcn05"
+    train(TrainConfig(model="fcn05", dataset="manifest", data=str(synth_corpus), out=str(run), epochs=1,
+                      batch_size=16, lr=3e-3, device="cpu", eval_crops=4, seed=0))
+    return run
+
+
 @pytest.fixture
 def mde_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty private model store for one test."""
@@ -112,7 +135,7 @@ def build_tiny_model(name: str = "tiny", window: int = 4000, n_tags: int = 3) ->
     model.ir_version = 9
     info = ModelInfo(
         name=name, architecture="tiny-test", source="built by the test suite", licence="MIT",
-        sample_rate=frontend.sample_rate, window=window, hop=window, input_kind="logmel",
+        sample_rate=frontend.sample_rate, window_samples=window, hop_samples=window, input_kind="logmel",
         framing="audio_windows", frontend=frontend, embedding_dim=frontend.n_mels,
         tag_names=tuple(f"tag{i}" for i in range(n_tags)),
         outputs={"embedding": frontend.n_mels, "tags": n_tags},

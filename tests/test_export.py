@@ -24,18 +24,10 @@ from mde.runtime.package import ModelInfo, read_model_info  # noqa: E402
 
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """fcn05 trained 1 epoch on 40 synthesized 2 s clips."""
-    from mde.trainer.config import TrainConfig
-    from mde.trainer.data.synth import synthesize_corpus
-    from mde.trainer.loop import train
-
-    root = tmp_path_factory.mktemp("tiny-run")
-    manifest = synthesize_corpus(root / "synth", 40, engine="numpy", seconds=2)
-    train(TrainConfig(model="fcn05", dataset="manifest", data=str(manifest), out=str(root / "run-fcn05"),
-                      epochs=1, batch_size=16, device="cpu", eval_crops=2, seed=0))
-    return root / "run-fcn05"
+@pytest.fixture
+def tiny_run(fcn05_run) -> Path:
+    """fcn05 trained 1 epoch on 80 synthesized 2 s clips (the session's run, shared with test_train)."""
+    return fcn05_run
 
 
 def _session_outputs(path: Path, logmel: np.ndarray) -> dict[str, np.ndarray]:
@@ -105,7 +97,7 @@ def test_a_musicnn_training_run_exports_as_mel_patches_with_torchs_outputs(tiny_
     info = read_model_info(result.path)
     assert info == result.info
     assert (info.architecture, info.framing, info.precision) == ("musicnn", "mel_patches", "fp32")
-    assert info.patch_frames == 187 and info.window == 187 * info.frontend.hop_length
+    assert info.patch_frames == 187 and info.window_samples == 187 * info.frontend.hop_length
     assert info.variable_length and info.embedding_output == "penultimate"
     assert info.outputs == {"penultimate": 200, "tags": len(best["tag_names"])}
     assert max(result.torch_deltas.values()) < 1e-4
@@ -147,16 +139,9 @@ def seed_exports(shared_data, tmp_path_factory) -> dict[str, dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def musicnn_exports(tmp_path_factory, shared_data) -> dict[str, object]:
-    """MTT_musicnn imported into a private store, then exported from the stored fp32 file."""
-    if importlib.util.find_spec("musicnn") is None:
-        pytest.skip("the musicnn package is not installed: pip install --no-deps musicnn==0.1.0")
-    from mde.export.importers.musicnn import import_musicnn
-
-    home = tmp_path_factory.mktemp("musicnn-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MDE_HOME", str(home))
-        stored, _ = import_musicnn("MTT_musicnn")
+def musicnn_exports(tmp_path_factory, shared_data, musicnn_home) -> dict[str, object]:
+    """MTT_musicnn from the session's store (imported once), exported from the stored fp32 file."""
+    stored = musicnn_home / "models" / "MTT_musicnn.onnx"
     return _three_precisions(stored, tmp_path_factory.mktemp("musicnn-exports"), shared_data / "audio", 0.5,
                              "musicnn")
 
@@ -195,10 +180,11 @@ def test_bad_inputs_give_one_line_errors(tiny_run, tmp_path):
     assert_one_line_error(missing, "no-such-run")
     no_calib = run_mde("export", tiny_run, "-o", tmp_path / "x.onnx", "--int8", cwd=tmp_path, home=tmp_path)
     assert_one_line_error(no_calib, "--int8 needs --calib")
-    clip = next((tiny_run.parent / "synth" / "clips").glob("*.wav"))  # 2 s: 4 windows of 0.5 s
+    clip = next((tiny_run.parent / "synth" / "clips").glob("*.wav"))  # 2 s: 94 windows of 0.5 s 16 ms apart
     fp32 = export_model(tiny_run, tmp_path / "run.onnx").path
     few = run_mde("export", fp32, "-o", tmp_path / "x.onnx", "--int8", "--calib", clip, cwd=tmp_path, home=tmp_path)
-    assert_one_line_error(few, "at least 100 windows", "got 4")
+    assert_one_line_error(few, "at least 100 windows of 0.5 s; 1 usable file(s) (2.0 s of audio) give 94 at the "
+                               "finest hop (0.016 s): add at least 0.6 s of audio in one more file")
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -212,5 +198,5 @@ def test_export_lays_out_a_triton_repository_and_refuses_tensorrt_without_it(tin
     assert (folder / "1" / "model.onnx").read_bytes() == (tmp_path / "m.onnx").read_bytes()
     if importlib.util.find_spec("tensorrt") is None:
         proc = run_mde("export", tiny_run, "-o", tmp_path / "t.onnx", "--tensorrt", cwd=tmp_path, home=tmp_path)
-        assert_one_line_error(proc, "tensorrt", "mde[gpu]")
+        assert_one_line_error(proc, "tensorrt", "mde's 'gpu' extra")
         assert not (tmp_path / "t.onnx").exists()

@@ -54,7 +54,7 @@ def test_real_checkpoint_imports_with_parity(shared_data, mde_home, ckpt, refere
     assert path == mde_home / "models" / f"{name}.onnx" and path.is_file()
     assert read_model_info(path) == info
     assert (info.name, info.architecture, info.sample_rate) == (name, arch, 16000)
-    assert info.window == info.hop == window
+    assert info.window_samples == info.hop_samples == window
     assert (info.input_kind, info.framing, info.frontend) == ("logmel", "audio_windows", SEED_FCN)
     assert info.embedding_dim == 64
     assert info.outputs == {"embedding": 64, "tags": 50} and info.metrics == metrics
@@ -95,11 +95,11 @@ def test_fcn_weights_without_config_need_a_hint(mde_home, tmp_path, seed_fronten
         import_seed(plain)
     _, info = import_seed(plain, arch="fcn05")
     assert info.architecture == "FCN05"
-    named = shutil.copy(plain, tmp_path / "FCN29-mine.ckpt")
+    named = shutil.copy(plain, tmp_path / "FCN05-mine.ckpt")  # the file name is a hint too (FCN29 -> fcn: above)
     with pytest.raises(ModelError, match="already exists"):
         import_seed(named, name="fcn05-mtat")
-    _, info = import_seed(named, name="fcn05-mtat", overwrite=True)
-    assert info.architecture == "FCN"
+    path, info = import_seed(named, name="fcn05-mtat", overwrite=True)
+    assert info.architecture == "FCN05" and "FCN05-mine.ckpt" in read_model_info(path).source
 
 
 def test_synthesized_shortchunk_checkpoint_imports(mde_home, tmp_path, seed_frontend):
@@ -109,7 +109,7 @@ def test_synthesized_shortchunk_checkpoint_imports(mde_home, tmp_path, seed_fron
                                 seed_frontend.window, seed_frontend.filterbank)
     path, info = import_seed(ckpt)
     assert path.name == "shortchunk-res-mtat.onnx" and read_model_info(path) == info
-    assert (info.architecture, info.window, info.embedding_dim) == ("ShortChunkCNN_Res", 59049, 512)
+    assert (info.architecture, info.window_samples, info.embedding_dim) == ("ShortChunkCNN_Res", 59049, 512)
     assert info.outputs == {"embedding": 512, "tags": 50}
 
     logmel = seed_frontend(example_windows(59049, 16000, 2, seed=7))
