@@ -58,7 +58,8 @@ def test_frontend_quick(tmp_path):
     for row in rows.values():
         assert row["runs"] == record["rounds"] == 3
         ours = rows[row["reference"]]
-        assert ours["method"] == "ours (C kernel)" and (ours["clip_s"], ours["threads"]) == (row["clip_s"], row["threads"])
+        assert ours["method"] == "ours (C kernel)"
+        assert (ours["clip_s"], ours["threads"]) == (row["clip_s"], row["threads"])
         assert row["x_real_time"] == pytest.approx(row["clip_s"] / row["median_s"], rel=1e-2)
     methods = {row["method"] for row in rows.values()}
     assert {"ours (C kernel)", "torch.stft", "librosa"} <= methods
@@ -142,7 +143,9 @@ def test_cuda_without_a_device_is_one_line(tmp_path):
     assert not list(tmp_path.glob("bench_*"))
 
 
-@pytest.mark.parametrize("command", ["bench", "bench frontend", "bench models", "bench e2e", "bench stream", "bench all"])
+@pytest.mark.parametrize(
+    "command", ["bench", "bench frontend", "bench models", "bench e2e", "bench stream", "bench all"]
+)
 def test_every_bench_option_is_explained(tmp_path, command):
     proc = run_mde(*command.split(), "--help", cwd=tmp_path, home=tmp_path)
     assert proc.returncode == 0
@@ -199,7 +202,8 @@ def test_write_results_keeps_the_old_table(tmp_path):
     record = json.loads(json_path.read_text())
     assert [row["ratio_to_ours"] for row in record["results"]] == [1.0, 4.0] and record["k"] == 1
     assert "reference" not in record["results"][0]
-    assert "| what | median (ms) | min (ms) | max (ms) | runs | time / ours |\n|---|---:|---:|---:|---:|---:|\n" in md_path.read_text()
+    header = "| what | median (ms) | min (ms) | max (ms) | runs | time / ours |\n|---|---:|---:|---:|---:|---:|\n"
+    assert header in md_path.read_text()
 
 
 def test_count_flops_of_conv_and_gemm(tmp_path):

@@ -46,7 +46,7 @@ def run(settings: BenchSettings) -> SuiteResult:
     timings, metrics, skipped = [], {}, {}
     for s in summary.scales:
         name = f"{s.scale:g} s window, hop {s.hop_s:.3g} s"
-        if s.frames == 0:
+        if s.frames == 0 or s.padded:  # a zero-padded frame is no window's latency
             skipped[name] = f"no {s.scale:g} s window fits in {summary.audio_seconds:g} s of audio"
             continue
         timings.append(Timing(name, s.latency_p50_ms / 1e3, s.latency_min_ms / 1e3, s.latency_max_ms / 1e3, s.frames))

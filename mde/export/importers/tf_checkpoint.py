@@ -17,9 +17,9 @@ variables and string tensors are not supported and say so. TensorFlow is never i
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -75,8 +75,8 @@ _ZERO_1 = _zero_byte_tables()
 
 
 def _zeros_tables(n_bytes: int) -> np.ndarray:
-    """Byte tables of the map 'run ``n_bytes`` zero bytes through the CRC register' (square-and-multiply)."""
-    result = None
+    """Byte tables of the map 'run ``n_bytes`` (>= 1) zero bytes through the CRC register' (square-and-multiply)."""
+    result: np.ndarray | None = None
     power = _ZERO_1
     while n_bytes:
         if n_bytes & 1:
@@ -84,6 +84,8 @@ def _zeros_tables(n_bytes: int) -> np.ndarray:
         n_bytes >>= 1
         if n_bytes:
             power = _apply(power, power)
+    if result is None:
+        raise ValueError("_zeros_tables needs at least one byte")
     return result
 
 
@@ -158,6 +160,7 @@ def _proto_fields(buf: bytes, where: str) -> Iterator[tuple[int, int | bytes]]:
     while pos < len(buf):
         key, pos = _varint(buf, pos, where)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(buf, pos, where)
         elif wire in (1, 5):
@@ -174,6 +177,20 @@ def _proto_fields(buf: bytes, where: str) -> Iterator[tuple[int, int | bytes]]:
         else:
             raise CheckpointError(f"{where}: unsupported protobuf wire type {wire}")
         yield number, value
+
+
+def _message_field(value: int | bytes, number: int, where: str) -> bytes:
+    """A length-delimited field's bytes; CheckpointError when the file gives the field another wire type."""
+    if isinstance(value, int):
+        raise CheckpointError(f"{where}: protobuf field {number} is a number where a message belongs")
+    return value
+
+
+def _number_field(value: int | bytes, number: int, where: str) -> int:
+    """A varint or fixed-width field's value; CheckpointError when the file gives it another wire type."""
+    if isinstance(value, bytes):
+        raise CheckpointError(f"{where}: protobuf field {number} is a message where a number belongs")
+    return value
 
 
 @dataclass(frozen=True)
@@ -203,7 +220,8 @@ def _parse_shape(buf: bytes, where: str) -> tuple[int, ...]:
     dims = []
     for number, value in _proto_fields(buf, where):
         if number == 2:
-            size = next((v for n, v in _proto_fields(value, where) if n == 1), 0)
+            dim = _proto_fields(_message_field(value, number, where), where)
+            size = next((_number_field(v, n, where) for n, v in dim if n == 1), 0)
             dims.append(size - (1 << 64) if size >= 1 << 63 else size)
         elif number == 3 and value:
             raise CheckpointError(f"{where}: tensor of unknown rank")
@@ -222,8 +240,9 @@ def _parse_entry(name: str, buf: bytes) -> BundleEntry:
             sliced = True
         else:
             values[number] = value
+    shape = _parse_shape(_message_field(values.get(2, b""), 2, where), where)
     return BundleEntry(
-        name=name, dtype_code=int(values.get(1, 0)), shape=_parse_shape(values.get(2, b""), where),
+        name=name, dtype_code=int(values.get(1, 0)), shape=shape,
         shard_id=int(values.get(3, 0)), offset=int(values.get(4, 0)), size=int(values.get(5, 0)),
         masked_crc=int(values.get(6, 0)), sliced=sliced,
     )
