@@ -47,7 +47,8 @@ def training_step(name: str, batch_size: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="fcn05,fcn,shortchunk_res,musicnn,crnn", help="comma-separated registry names")
+    parser.add_argument("--models", default="fcn05,fcn,shortchunk_res,musicnn,crnn",
+                        help="comma-separated registry names")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per step")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model")

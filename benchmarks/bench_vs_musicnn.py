@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import os
 
-SINGLE_THREAD = {
-    var: "1" for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
-                         "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-}
+SINGLE_THREAD = dict.fromkeys(
+    ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+     "TF_NUM_INTEROP_THREADS"),
+    "1",
+)
 os.environ.update(SINGLE_THREAD)  # before numpy is imported
 
 import argparse  # noqa: E402
@@ -36,9 +37,9 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 

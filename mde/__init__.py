@@ -20,7 +20,7 @@ _LAZY = {
     "ModelInfo": "mde.runtime.package",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]  # noqa: PLE0604  (the keys of _LAZY are strings)
 
 
 def __getattr__(name: str) -> Any:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import MSD_CLIP, MTAT_CLIP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import MSD_CLIP, MTAT_CLIP
 from mde.audio import (
     AUDIO_EXTENSIONS,
     MIN_SAMPLE_RATE,
@@ -48,7 +48,7 @@ INTEGER_SUBTYPES = {
 
 def sine(freq: float, rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
     """A float64 sine of ``seconds`` at ``rate`` Hz."""
-    t = np.arange(int(round(seconds * rate))) / rate
+    t = np.arange(round(seconds * rate)) / rate
     return amplitude * np.sin(2 * np.pi * freq * t)
 
 

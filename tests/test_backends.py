@@ -5,13 +5,13 @@ import importlib.util
 
 import numpy as np
 import pytest
-
 from conftest import FCN05_CKPT, write_tone
+from test_cli import assert_one_line_error, run_mde
+
 from mde.errors import MdeError, MissingExtraError
 from mde.runtime import store
 from mde.runtime.backends.factory import check_backend, make_backend
 from mde.runtime.extractor import load_model
-from test_cli import assert_one_line_error, run_mde
 
 torch = pytest.importorskip("torch")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

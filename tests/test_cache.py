@@ -54,7 +54,8 @@ def _dataset(folder: Path, name: str = "tiny") -> TaggingDataset:
         tag_names=("rock", "piano", "vocal"),
         single_label=False,
         splits={
-            "train": [clip("long8k.wav", 0), clip("corrupt.wav", 1), clip("short22k.flac", 1, 2), clip("long44k.wav", 2)],
+            "train": [clip("long8k.wav", 0), clip("corrupt.wav", 1), clip("short22k.flac", 1, 2),
+                      clip("long44k.wav", 2)],
             "valid": [clip("exact16k.wav", 0, 1), clip("missing.wav", 0)],
             "test": [clip("quad16k.wav", 2)],
         },
@@ -110,8 +111,8 @@ def test_index_records_settings_rows_and_labels(waveform_cache, audio_dir: Path)
     assert [row["split"] for row in index["rows"]] == ["train"] * 4 + ["valid"] * 2 + ["test"]
     assert index["rows"][2] == {"path": str(audio_dir / "short22k.flac"), "split": "train", "labels": [0.0, 1.0, 1.0]}
     cache = FeatureCache.open(out)
-    np.testing.assert_array_equal(cache.labels, _dataset(audio_dir).label_matrix("train").tolist() + [
-        [1, 1, 0], [1, 0, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(cache.labels, [*_dataset(audio_dir).label_matrix("train").tolist(),
+                                                 [1, 1, 0], [1, 0, 0], [0, 0, 1]])
     assert cache.tag_names == ("rock", "piano", "vocal") and cache.single_label is False
 
 
@@ -177,7 +178,7 @@ def test_an_interrupted_prepare_is_incomplete_and_resumes_to_the_clean_cache(
     with pytest.raises(KeyboardInterrupt):
         prepare_cache(_dataset(audio_dir), tmp_path, sample_rate=RATE, length=LENGTH, workers=2, on_progress=interrupt)
     assert not (tmp_path / "failed.json").exists()
-    with pytest.raises(MdeError, match="incomplete .* rerun mde prepare"):
+    with pytest.raises(MdeError, match=r"incomplete .* rerun mde prepare"):
         FeatureCache.open(tmp_path)
     assert FeatureCache.open(tmp_path, allow_incomplete=True).complete is False
     stored_before = int(np.load(tmp_path / "done.npy").sum())
@@ -256,7 +257,7 @@ def test_other_settings_over_a_cache_are_refused_unless_overwrite(audio_dir: Pat
         prepare_cache(dataset, tmp_path, sample_rate=RATE, length=LENGTH, features="logmel", frontend=FRONTEND)
     relabelled = _dataset(audio_dir)
     relabelled.splits["test"][0].labels[:] = 1.0
-    with pytest.raises(MdeError, match="row 6 .*quad16k.wav\\): labels differs"):
+    with pytest.raises(MdeError, match=r"row 6 .*quad16k\.wav\): labels differs"):
         prepare_cache(relabelled, tmp_path, sample_rate=RATE, length=LENGTH)
     relabelled.splits["test"].pop()
     with pytest.raises(MdeError, match="7 clips in the cache, 6 asked"):
@@ -277,7 +278,8 @@ def test_other_settings_over_a_cache_are_refused_unless_overwrite(audio_dir: Pat
         ({"sample_rate": 4000}, "sample_rate must be an integer of at least 8000 Hz"),
         ({"workers": 0}, "workers must be a positive integer"),
         ({"features": "logmel", "frontend": FRONTEND.with_(sample_rate=22050, f_max=None)}, "runs at 22050 Hz"),
-        ({"features": "logmel", "frontend": FRONTEND, "length": 200}, "length 200 samples does not suit the front end: input has 200 samples"),
+        ({"features": "logmel", "frontend": FRONTEND, "length": 200},
+         "length 200 samples does not suit the front end: input has 200 samples"),
         ({"features": "logmel", "frontend": FRONTEND.with_(log=None)}, "float16 cannot hold"),
     ],
 )
@@ -289,7 +291,7 @@ def test_bad_settings_are_one_line_errors(audio_dir: Path, tmp_path: Path, setti
 
 
 def test_a_folder_without_a_cache_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(MdeError, match="no feature cache here .*mde prepare"):
+    with pytest.raises(MdeError, match=r"no feature cache here .*mde prepare"):
         FeatureCache.open(tmp_path)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FCN05_CKPT, FCN29_CKPT
+
 from mde.errors import CheckpointError
 from mde.export.importers.checkpoint import (
     PickledObject,
@@ -161,7 +161,7 @@ def test_hostile_checkpoint_stays_inert(tmp_path, legacy, payload):
 def test_hostile_top_level_object_is_refused_inertly(tmp_path):
     sentinel = tmp_path / "SENTINEL"
     path = _save(_payloads(sentinel)["os.system"], tmp_path / "evil.pt", legacy=False)
-    with pytest.raises(CheckpointError, match="pickled .*system"):
+    with pytest.raises(CheckpointError, match=r"pickled .*system"):
         read_checkpoint(path)
     assert not sentinel.exists()
 
@@ -254,7 +254,7 @@ def test_zip_without_torch_layout_is_refused(tmp_path):
     path = tmp_path / "other.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "hi")
-    with pytest.raises(CheckpointError, match="data.pkl"):
+    with pytest.raises(CheckpointError, match=r"data\.pkl"):
         read_checkpoint(path)
 
 
@@ -268,7 +268,7 @@ def test_state_dict_prefix_selection(tmp_path):
     assert list(extract_state_dict(checkpoint)) == ["a"]
     assert sorted(extract_state_dict(checkpoint, prefix="")) == ["model.a", "other.b"]
     assert list(extract_state_dict({"a": np.ones(1)}, prefix=None)) == ["a"]
-    with pytest.raises(CheckpointError, match="start with 'net.'"):
+    with pytest.raises(CheckpointError, match=r"start with 'net\.'"):
         extract_state_dict(checkpoint, prefix="net.")
     with pytest.raises(CheckpointError, match="no tensors"):
         extract_state_dict({"state_dict": {"epoch": 3}})

@@ -67,7 +67,7 @@ def test_frame_grid_of_audio_windows():
     assert (grid.unit, grid.length, grid.step, grid.min_samples) == ("sample", 8000, 8000, 8000)
     assert frame_grid(_info(), hop=0.25).step == 4000
     assert frame_grid(_info(variable_length=True), window=1.0).step == 16000  # non-overlapping at the new length
-    with pytest.raises(Exception, match="takes only 0.5 s windows"):
+    with pytest.raises(Exception, match=r"takes only 0\.5 s windows"):
         frame_grid(_info(), window=1.0)
 
 

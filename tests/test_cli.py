@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import write_tone
 
 
@@ -30,7 +29,10 @@ def assert_one_line_error(proc, *fragments):
 
 
 @pytest.mark.parametrize(
-    "command", ["embed", "tag", "models", "import seed", "import musicnn", "export", "train", "eval", "prepare", "synth", "stream"]
+    "command", [
+        "embed", "tag", "models", "import seed", "import musicnn", "export", "train", "eval", "prepare", "synth",
+        "stream",
+    ]
 )
 def test_every_option_is_explained(command, tmp_path):
     proc = run_mde(*command.split(), "--help", cwd=tmp_path, home=tmp_path)
@@ -145,4 +147,5 @@ def test_training_and_evaluation_without_scikit_learn_name_the_extra(args, purpo
     _register_commands()
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, MissingExtraError)
-    assert str(result.exception) == f"{purpose} needs the 'scikit-learn' package (mde's 'train' extra): {install_command('train')}"
+    assert str(result.exception) == (
+        f"{purpose} needs the 'scikit-learn' package (mde's 'train' extra): {install_command('train')}")

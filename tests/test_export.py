@@ -23,7 +23,6 @@ from mde.runtime.extractor import load_model  # noqa: E402
 from mde.runtime.package import ModelInfo, read_model_info  # noqa: E402
 
 
-
 @pytest.fixture
 def tiny_run(fcn05_run) -> Path:
     """fcn05 trained 1 epoch on 80 synthesized 2 s clips (the session's run, shared with test_train)."""

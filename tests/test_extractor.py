@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import write_tone
+
 from mde.errors import InvalidSamplesError, MdeError, ModelError
 from mde.runtime.extractor import ClipTooShort, load_model
 from mde.runtime.frontend import MelSpectrogram
@@ -37,7 +37,7 @@ def test_short_clip_is_padded_or_refused(tiny_model, tmp_path):
     model = load_model(tiny_model)
     result = model.embed(path)
     assert result.padded and len(result.timestamps) == 1 and result.duration == pytest.approx(0.2)
-    with pytest.raises(ClipTooShort, match="shorter than the 0.5 s window"):
+    with pytest.raises(ClipTooShort, match=r"shorter than the 0\.5 s window"):
         model.embed(path, pad=False)
 
 

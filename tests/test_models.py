@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import FCN05_CKPT, FCN29_CKPT
+
 from mde.errors import ModelError
 from mde.runtime.frontend_config import SEED_FCN
 

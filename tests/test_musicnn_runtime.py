@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import MTAT_CLIP, REPO
 from test_cli import assert_one_line_error, run_mde
 
@@ -57,7 +56,7 @@ def test_vgg_takes_only_3s_patches(musicnn_home, shared_data, tmp_path):
     vgg = load_model(musicnn_home / "models" / "MTT_vgg.onnx")
     result = vgg.embed(shared_data / MTAT_CLIP)
     assert result.embedding.shape == (9, 256) and result.tags.shape == (9, 50)
-    with pytest.raises(MdeError, match="takes only 2.992 s windows"):
+    with pytest.raises(MdeError, match=r"takes only 2\.992 s windows"):
         vgg.embed(shared_data / MTAT_CLIP, window=0.5)
     proc = run_mde("tag", shared_data / MTAT_CLIP, "-m", "MTT_vgg", "--window", "1", cwd=tmp_path, home=musicnn_home)
     assert_one_line_error(proc, "takes only 2.992 s windows")

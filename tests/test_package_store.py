@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import build_tiny_model
+
 from mde.errors import ModelError, ModelNotFound
 from mde.runtime import store
 from mde.runtime.frontend_config import SEED_FCN

@@ -12,13 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from mde.export.export import optimize_basic
-from mde.export.graph_rewrite import (
+from mde.export.export import optimize_basic  # noqa: E402
+from mde.export.graph_rewrite import (  # noqa: E402
     REWRITTEN_POOL_SUFFIX,
     pool_before_post_relu_batchnorm,
     transpose_column_convs,
 )
-from mde.export.quantize import float_nodes, rewrite_for_int8
+from mde.export.quantize import float_nodes, rewrite_for_int8  # noqa: E402
 
 
 def _randomize_batchnorms(module: torch.nn.Module, seed: int) -> None:

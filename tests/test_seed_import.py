@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FCN05_CKPT, FCN29_CKPT
+
 from mde.errors import CheckpointError, ModelError
 from mde.runtime.frontend_config import SEED_FCN
 from mde.runtime.package import read_model_info
@@ -18,8 +18,8 @@ from mde.tags import MTAT_TOP50
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from mde.export.importers.checkpoint import read_checkpoint, state_dict_from_checkpoint  # noqa: E402
 from mde.export.examples import example_windows  # noqa: E402
+from mde.export.importers.checkpoint import read_checkpoint, state_dict_from_checkpoint  # noqa: E402
 from mde.export.importers.seed import (  # noqa: E402
     config_architecture,
     file_name_architecture,

@@ -4,7 +4,6 @@ the original pipeline's outputs (reference/joram_fcn05.npz, joram_fcn29.npz)."""
 
 import numpy as np
 import pytest
-
 from conftest import FCN05_CKPT, MTAT_CLIP
 
 pytest.importorskip("torch")
@@ -32,7 +31,8 @@ def test_cli_imports_and_tags_with_the_seed_model(shared_data, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "stored my-fcn05" in proc.stderr
     proc = run_mde("import", "seed", shared_data / FCN05_CKPT, "--name", "my-fcn05", cwd=tmp_path, home=home)
-    assert proc.returncode == 0 and proc.stderr.strip() == "my-fcn05 is already in the store (same source); nothing to do"
+    assert proc.returncode == 0
+    assert proc.stderr.strip() == "my-fcn05 is already in the store (same source); nothing to do"
     proc = run_mde("tag", shared_data / MTAT_CLIP, "-m", "my-fcn05", "--json", cwd=tmp_path, home=home)
     assert proc.returncode == 0, proc.stderr
     import json

@@ -125,7 +125,7 @@ def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_engine("midi")
     monkeypatch.setattr(synth_fluidsynth, "find_fluidsynth", lambda: None)
     assert resolve_engine("auto") is None
-    with pytest.raises(MdeError, match="apt-get install fluidsynth timgm6mb-soundfont$"):
+    with pytest.raises(MdeError, match=r"apt-get install fluidsynth timgm6mb-soundfont$"):
         resolve_engine("fluidsynth")
     monkeypatch.setattr(synth_fluidsynth, "find_fluidsynth", lambda: ("fluidsynth", Path("gm.sf2")))
     assert resolve_engine("auto") == ("fluidsynth", Path("gm.sf2"))

@@ -13,7 +13,12 @@ import pytest
 
 from mde.errors import CheckpointError
 from mde.export.importers.tf_checkpoint import (
-    TABLE_MAGIC, _crc32c_serial, crc32c, list_tf_variables, read_tf_checkpoint, unmask_crc,
+    TABLE_MAGIC,
+    _crc32c_serial,
+    crc32c,
+    list_tf_variables,
+    read_tf_checkpoint,
+    unmask_crc,
 )
 
 MUSICNN_MISSING = "musicnn not installed (pip install --no-deps musicnn==0.1.0)"

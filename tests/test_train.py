@@ -89,21 +89,24 @@ def test_ctrl_c_saves_the_last_checkpoint(corpus, tmp_path):
 def test_single_label_runs_report_accuracy_and_a_confusion_matrix(corpus, tmp_path):
     single = tmp_path / "single.csv"
     rows = corpus.read_text().splitlines()
-    kept = [rows[0]] + [
-        f"{Path(corpus.parent, r.split(',')[0])},{r.split(',')[1]},{'drums' if 'drums' in r.split(',')[2].split('|') else 'no drums'}"
-        for r in rows[1:]
-    ]
+    kept = [rows[0]]
+    for row in rows[1:]:
+        path, split, tags = row.split(",")[:3]
+        label = "drums" if "drums" in tags.split("|") else "no drums"
+        kept.append(f"{Path(corpus.parent, path)},{split},{label}")
     single.write_text("\n".join(kept) + "\n")
     results = train(config(single, tmp_path / "run", single_label=True, epochs=2))
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "loss"} <= set(results["test"])
-    assert (tmp_path / "run" / "confusion_matrix.csv").is_file() and (tmp_path / "run" / "confusion_matrix.png").is_file()
+    assert (tmp_path / "run" / "confusion_matrix.csv").is_file()
+    assert (tmp_path / "run" / "confusion_matrix.png").is_file()
 
 
 def test_schedules_and_early_stopping(corpus, tmp_path):
     step = Trainer(config(corpus, tmp_path / "step", epochs=2, schedule="step", milestones=[1], gamma=0.5))
     step.run()
     assert step.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * 0.5)
-    switch = Trainer(config(corpus, tmp_path / "switch", epochs=2, optimizer="adam", schedule="adam_then_sgd", switch_epoch=1))
+    switch = Trainer(config(corpus, tmp_path / "switch", epochs=2, optimizer="adam", schedule="adam_then_sgd",
+                            switch_epoch=1))
     switch.run()
     assert isinstance(switch.optimizer, torch.optim.SGD)
     stopped = Trainer(config(corpus, tmp_path / "stop", epochs=6, early_stop=2))
@@ -132,7 +135,8 @@ def test_cli_train_and_its_errors(corpus, tmp_path):
                    "--out", out, "--device", "cpu", "--eval-crops", "2", cwd=tmp_path, home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["test"]["roc_auc"] > 0
-    proc = run_mde("eval", out, "--dataset", "manifest", "--data", corpus, "--eval-crops", "2", cwd=tmp_path, home=tmp_path)
+    proc = run_mde("eval", out, "--dataset", "manifest", "--data", corpus, "--eval-crops", "2",
+                   cwd=tmp_path, home=tmp_path)
     assert proc.returncode == 0 and "roc_auc" in proc.stdout
     bad = run_mde("train", "--model", "nope", "--dataset", "manifest", "--data", corpus, "--out", tmp_path / "x",
                   cwd=tmp_path, home=tmp_path)
@@ -161,4 +165,5 @@ def test_cli_synth_prepare_and_train_from_the_cache(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["best_epoch"] == 1
     assert_one_line_error(
-        run_mde("synth", "--out", tmp_path / "x", "--n", "2", "--engine", "banjo", cwd=tmp_path, home=tmp_path), "banjo")
+        run_mde("synth", "--out", tmp_path / "x", "--n", "2", "--engine", "banjo", cwd=tmp_path, home=tmp_path),
+        "banjo")

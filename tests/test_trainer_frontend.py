@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import MTAT_CLIP, SHARED_DATA
+
 from mde.runtime.frontend import MelSpectrogram
 from mde.runtime.frontend_config import MUSICNN, SEED_FCN, FrontendConfig
 

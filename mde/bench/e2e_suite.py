@@ -23,8 +23,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -182,7 +183,8 @@ def jobs_for(settings: BenchSettings, files: list[Path], work: Path,
         backend = "ort" if CUDA_PROVIDER in ort.get_available_providers() else "torch"
     n = settings.n_threads
     base = {"files": [str(f) for f in files], "device": settings.device, "backend": backend}
-    jobs, references = {}, {}
+    jobs: dict[str, dict[str, Any]] = {}
+    references: dict[str, str] = {}
     models = model_files(settings)
     checkpoint = seed_checkpoint(settings)
     if checkpoint is not None:
@@ -194,7 +196,7 @@ def jobs_for(settings: BenchSettings, files: list[Path], work: Path,
     else:
         skipped[SEED_LABEL] = "no seed checkpoint (--seed-checkpoint)"
     for name, path in models:
-        first = None
+        first = ""  # the first worker count's label: the reference of this model's rows
         for workers in WORKERS:
             label = f"mde {name}, {workers} worker{'s' if workers > 1 else ''} x {max(1, n // workers)} threads"
             first = first or label

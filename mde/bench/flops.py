@@ -2,18 +2,20 @@
 
 FLOPs count the multiply-accumulates of Conv, MatMul and Gemm nodes, 2 flops each, with the shapes that
 ONNX shape inference gives for a concrete input shape (ONNX Runtime's symbolic shape inference, which
-runs onnx's and also propagates the computed pad amounts that torch's exporter emits) (other ops, e.g. batch norms, pooling and
-activations, are a few percent of a convolutional tagger's work and are left out). The peak is derived
-from /proc/cpuinfo: vector width from the CPU flags, 2 FMA units per core, the 'cpu MHz' clock.
+runs onnx's and also propagates the computed pad amounts that torch's exporter emits) (other ops, e.g.
+batch norms, pooling and activations, are a few percent of a convolutional tagger's work and are left
+out). The peak is derived from /proc/cpuinfo: vector width from the CPU flags, 2 FMA units per core,
+the 'cpu MHz' clock.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 FMA_UNITS = 2
 """FMA pipes per core assumed by :func:`cpu_peak` (x86 server cores since Haswell / Zen 2)."""

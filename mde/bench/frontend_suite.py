@@ -17,7 +17,8 @@ round within a (clip, threads) group; each row's ratio is against ours in the sa
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Optional
 
 import numpy as np
 

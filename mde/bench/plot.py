@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from mde.bench.report import Timing
 
@@ -26,7 +27,7 @@ def plot_timings(path: Path, title: str, timings: Sequence[Timing], subtitle: st
     medians = [t.median_s * 1e3 for t in timings]
     lower = [(t.median_s - t.min_s) * 1e3 for t in timings]
     upper = [(t.max_s - t.median_s) * 1e3 for t in timings]
-    palette = plt.get_cmap("tab10").colors
+    palette = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # tab10 is a ListedColormap
     order = list(dict.fromkeys(groups or []))
     colours = [palette[order.index(g) % len(palette)] for g in groups] if groups else [palette[0]] * len(labels)
     height = 1.2 + 0.28 * len(labels)

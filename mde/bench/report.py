@@ -13,10 +13,11 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def timing_of(name: str, seconds: Sequence[float]) -> Timing:
     return Timing(name, statistics.median(seconds), min(seconds), max(seconds), len(seconds))
 
 
-def time_interleaved(methods: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> list[Timing]:
+def time_interleaved(methods: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 1) -> list[Timing]:
     """Time each method ``rounds`` times, one call of each per round, after ``warmup`` untimed rounds.
 
     Interleaving makes drifts in machine load affect every method alike.
@@ -98,7 +99,7 @@ def reset_peak_rss() -> bool:
 
 def machine_facts(packages: Iterable[str] = ()) -> dict[str, object]:
     """CPU, core count, OS, Python and the versions of ``packages`` that are installed."""
-    versions = {}
+    versions: dict[str, Optional[str]] = {}
     for name in ("mde", *packages):
         try:
             versions[name] = metadata.version(name)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Optional
 
 from mde.bench.report import Column, Timing, write_results
 from mde.errors import MdeError
@@ -155,7 +156,7 @@ def finish(
     columns: Sequence[Column] = (),
     groups: Optional[Sequence[str]] = None,
     skipped: Optional[Mapping[str, str]] = None,
-    extra: Optional[dict[str, object]] = None,
+    extra: Optional[Mapping[str, object]] = None,
     packages: Sequence[str] = (),
     notes: str = "",
     ratio_heading: Optional[str] = None,

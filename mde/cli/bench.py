@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _settings(out_dir: Path, device: str, threads: Optional[int], quick: bool, rounds: Optional[int],
-              models: Optional[List[str]] = None, audio: Optional[Path] = None,
+              models: Optional[list[str]] = None, audio: Optional[Path] = None,
               seed_checkpoint: Optional[Path] = None):
     from mde.bench.suites import BenchSettings
 
@@ -60,7 +60,7 @@ def _settings(out_dir: Path, device: str, threads: Optional[int], quick: bool, r
                          announce=err.print)
 
 
-def _run(names: List[str], settings) -> None:
+def _run(names: list[str], settings) -> None:
     from mde.bench.suites import run_all
 
     for result in run_all(settings, names):
@@ -89,7 +89,7 @@ def models(
     out_dir: Path = OUT_DIR,
     quick: bool = QUICK,
     rounds: Optional[int] = ROUNDS,
-    model: Optional[List[str]] = MODELS,
+    model: Optional[list[str]] = MODELS,
     audio: Optional[Path] = AUDIO,
 ) -> None:
     """Each model and window scale under torch eager and ONNX Runtime fp32 / int8 / fp16 (GPU: torch fp16 +
@@ -104,7 +104,7 @@ def e2e(
     out_dir: Path = OUT_DIR,
     quick: bool = QUICK,
     rounds: Optional[int] = ROUNDS,
-    model: Optional[List[str]] = MODELS,
+    model: Optional[list[str]] = MODELS,
     audio: Optional[Path] = AUDIO,
     seed_checkpoint: Optional[Path] = SEED_CHECKPOINT,
 ) -> None:
@@ -134,7 +134,7 @@ def run_everything(
     out_dir: Path = OUT_DIR,
     quick: bool = QUICK,
     rounds: Optional[int] = ROUNDS,
-    model: Optional[List[str]] = MODELS,
+    model: Optional[list[str]] = MODELS,
     audio: Optional[Path] = AUDIO,
     seed_checkpoint: Optional[Path] = SEED_CHECKPOINT,
 ) -> None:

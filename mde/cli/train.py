@@ -95,7 +95,7 @@ def train(
         except KeyboardInterrupt:
             progress.stop()
             err.print(f"interrupted: saved {trainer.run_dir.last}; continue with the same command and --resume")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
     out.print_json(json.dumps(results))
     err.print(f"done: best epoch {results['best_epoch']}, results in {trainer.run_dir.metrics_path}")
 
@@ -175,7 +175,7 @@ def prepare(
         def on_progress(path: str, ok: bool) -> None:
             progress.advance(task)
 
-        report = prepare_cache(ds, out_dir, sample_rate=sample_rate, length=int(round(seconds * sample_rate)),
+        report = prepare_cache(ds, out_dir, sample_rate=sample_rate, length=round(seconds * sample_rate),
                                features=features, frontend=frontend, dtype=dtype, workers=workers,
                                on_progress=on_progress)
     err.print(f"{report.done} prepared, {report.skipped} already there, {report.n_failed} failed "

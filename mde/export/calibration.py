@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ _SHOWN_SKIPPED = 3
 Notes = Callable[[str], None]
 
 
-def audio_paths(source: str | Path) -> list[Path]:
+def audio_paths(source: str | os.PathLike[str]) -> list[Path]:
     """The audio files of a folder, a manifest CSV or one audio file (MdeError when none)."""
     source = Path(source)
     if not source.exists():
@@ -84,8 +85,8 @@ class CalibrationPlan:
         return int(sum(len(p) for p in self.picks))
 
 
-def audio_windows(source: str | Path, info: ModelInfo, hop: Optional[float] = None, limit: Optional[int] = None,
-                  minimum: int = 1, on_note: Optional[Notes] = None,
+def audio_windows(source: str | os.PathLike[str], info: ModelInfo, hop: Optional[float] = None,
+                  limit: Optional[int] = None, minimum: int = 1, on_note: Optional[Notes] = None,
                   on_progress: Progress = no_progress) -> np.ndarray:
     """float32 (n, n_mels, frames): the model inputs of up to ``limit`` windows (all without a limit) of
     the audio in ``source``, evenly spread over every window it gives.
@@ -108,8 +109,8 @@ def audio_windows(source: str | Path, info: ModelInfo, hop: Optional[float] = No
     return windows[:got]
 
 
-def plan_windows(source: str | Path, info: ModelInfo, hop: Optional[float] = None, limit: Optional[int] = None,
-                 minimum: int = 1, on_note: Optional[Notes] = None) -> CalibrationPlan:
+def plan_windows(source: str | os.PathLike[str], info: ModelInfo, hop: Optional[float] = None,
+                 limit: Optional[int] = None, minimum: int = 1, on_note: Optional[Notes] = None) -> CalibrationPlan:
     """The windows :func:`audio_windows` computes, from the files' headers (no decoding)."""
     if info.frontend is None:
         raise ModelError(f"{info.name}: calibration needs a model with a log-mel front end")

@@ -31,7 +31,7 @@ def example_windows(window: int, sample_rate: int, n_windows: int, seed: int = 0
     return example_signal(window * n_windows, sample_rate, seed).reshape(n_windows, window)
 
 
-def example_inputs(info: "ModelInfo", n_windows: int = 3, seed: int = 0) -> np.ndarray:
+def example_inputs(info: ModelInfo, n_windows: int = 3, seed: int = 0) -> np.ndarray:
     """float32 (n_windows, n_mels, frames): network inputs of :func:`example_signal`, framed as the
     runtime frames the model (consecutive audio windows through the C front end, or consecutive patches
     of one log-mel over the whole signal)."""

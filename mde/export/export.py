@@ -85,7 +85,8 @@ def export_model(source: str | os.PathLike[str], out: str | os.PathLike[str], *,
     if fp16 and int8:
         raise MdeError("choose one of --fp16 and --int8")
     if int8 and calib is None:
-        raise MdeError(f"--int8 needs --calib: a folder or manifest of real audio (>= {MIN_CALIBRATION_WINDOWS} windows)")
+        raise MdeError("--int8 needs --calib: a folder or manifest of real audio "
+                       f"(>= {MIN_CALIBRATION_WINDOWS} windows)")
     if int8 and not MIN_CALIBRATION_WINDOWS <= calib_windows <= MAX_CALIBRATION_WINDOWS:
         raise MdeError(f"--calib-windows {calib_windows}: int8 calibration uses {MIN_CALIBRATION_WINDOWS} to "
                        f"{MAX_CALIBRATION_WINDOWS} windows")
@@ -159,8 +160,9 @@ def _load_run(best: Path, run_name: str):
     window = patch * spec.frontend.hop_length if patch else spec.input_length
     info = ModelInfo(
         name=run_name, architecture=spec.architecture, source=f"mde train run {best.parent.parent}",
-        licence=RUN_LICENCE, sample_rate=spec.sample_rate, window_samples=window, hop_samples=window, input_kind="logmel",
-        framing=spec.framing, frontend=spec.frontend, embedding_dim=spec.embedding_dim, tag_names=tag_names,
+        licence=RUN_LICENCE, sample_rate=spec.sample_rate, window_samples=window, hop_samples=window,
+        input_kind="logmel", framing=spec.framing, frontend=spec.frontend, embedding_dim=spec.embedding_dim,
+        tag_names=tag_names,
         embedding_output=spec.embedding_output, tags_output="tags",
         outputs={spec.embedding_output: spec.embedding_dim, "tags": len(tag_names)}, patch_frames=patch,
         variable_length=spec.variable_length, metrics=dict(checkpoint.get("valid", {})),

@@ -13,7 +13,8 @@ Graphs without these patterns (FCN, ...) are left unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,8 @@ def pool_before_post_relu_batchnorm(model: Any) -> Any:
                                   kernel_shape=kernel),
                  helper.make_node("Squeeze", [pool_out, f"{prefix}/squeeze_axes"], [f"{prefix}/pooled"],
                                   name=f"{prefix}/squeeze")]
-        graph.initializer.append(numpy_helper.from_array(np.array([len(shape) - 1], np.int64), f"{prefix}/squeeze_axes"))
+        squeeze_axes = np.array([len(shape) - 1], np.int64)
+        graph.initializer.append(numpy_helper.from_array(squeeze_axes, f"{prefix}/squeeze_axes"))
         pooled = f"{prefix}/pooled"
         if (sign < 0).any():
             sign_shape = (-1,) + (1,) * (len(shape) - 3)
@@ -207,9 +209,10 @@ def transpose_column_convs(model: Any) -> Any:
         graph.initializer.append(numpy_helper.from_array(
             np.ascontiguousarray(weight.transpose(0, 1, 3, 2)), new_weight))
         pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        new_attrs = {"kernel_shape": [1, int(weight.shape[2])], "pads": [pads[1], pads[0], pads[3], pads[2]],
-                     "strides": list(attrs.get("strides", [1, 1]))[::-1],
-                     "dilations": list(attrs.get("dilations", [1, 1]))[::-1]}
+        new_attrs: dict[str, Any] = {
+            "kernel_shape": [1, int(weight.shape[2])], "pads": [pads[1], pads[0], pads[3], pads[2]],
+            "strides": list(attrs.get("strides", [1, 1]))[::-1],
+            "dilations": list(attrs.get("dilations", [1, 1]))[::-1]}
         axes = f"{prefix}/squeeze_time_axes"
         graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), axes))
         replaced[id(conv)] = [

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,8 @@ def export_onnx(module: nn.Module, example_logmel: np.ndarray, info: ModelInfo, 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         torch.onnx.export(
-            _NamedOutputs(module, names), (torch.from_numpy(_as_batch(example_logmel)),), buffer,
+            _NamedOutputs(module, names), (torch.from_numpy(_as_batch(example_logmel)),),
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter also writes to a file object
             dynamo=False, input_names=[INPUT_NAME], output_names=names, dynamic_axes=dynamic_axes,
             opset_version=opset,
         )
@@ -96,8 +98,8 @@ def check_parity(onnx_bytes: bytes, module: nn.Module, example_logmel: np.ndarra
         want = _as_tuple(module(torch.from_numpy(logmel)), names)
     deltas: dict[str, float] = {}
     failures = []
-    for name, expected in zip(names, want):
-        expected = expected.numpy()
+    for name, output in zip(names, want):
+        expected = output.numpy()
         deltas[name] = float(np.abs(got[name] - expected).max())
         tolerance = atol + rtol * float(np.abs(expected).max())
         if not deltas[name] <= tolerance:

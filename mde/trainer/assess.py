@@ -12,7 +12,8 @@ from mde.errors import MdeError
 from mde.trainer.data.dataset import TaggingDataset
 
 
-def assess(target: str, dataset: str, data: Path, split: str, eval_crops: Optional[int], single_label: bool) -> dict[str, Any]:
+def assess(target: str, dataset: str, data: Path, split: str, eval_crops: Optional[int],
+           single_label: bool) -> dict[str, Any]:
     """Metrics of ``target`` (a run folder or a model name / file) on ``split`` of the dataset."""
     from mde.trainer.data.sources import load_dataset
 
@@ -42,7 +43,8 @@ def assess_run(run: Path, ds: TaggingDataset, split: str, eval_crops: Optional[i
     net.load_state_dict(best["model"])
     net.to(device)
     frontend = TorchMelSpectrogram(spec.frontend).to(device)
-    clips = torch.utils.data.DataLoader(EvalClips(ds, split, spec.input_length, n_crops=eval_crops, sample_rate=spec.sample_rate), batch_size=None)
+    crops = EvalClips(ds, split, spec.input_length, n_crops=eval_crops, sample_rate=spec.sample_rate)
+    clips = torch.utils.data.DataLoader(crops, batch_size=None)
     scores, labels = predict_clips(net, frontend, clips, device, ds.single_label)
     return scalar_metrics(score_clips(scores, labels, ds.tag_names, ds.single_label))
 

@@ -16,6 +16,9 @@ from mde.runtime.frontend_config import FrontendConfig
 class TorchMelSpectrogram(nn.Module):
     """Waveforms (batch, samples) float32 -> log-mel (batch, n_mels, frames), differentiable."""
 
+    window: torch.Tensor  # buffers, registered in __init__
+    filterbank: torch.Tensor
+
     def __init__(self, config: FrontendConfig) -> None:
         super().__init__()
         self.config = config

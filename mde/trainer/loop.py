@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -55,14 +56,14 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     from mde.trainer.data.sources import load_dataset
 
     dataset = load_dataset(
-        config.dataset, config.data, single_label=config.single_label,
+        config.dataset, Path(config.data), single_label=config.single_label,
         merge_synonyms=config.merge_synonyms, top_k=config.top_k,
     )
     if config.cache is None:
         return TrainingData(dataset, dataset)
     from mde.trainer.data.cache import FeatureCache
 
-    cache = FeatureCache.open(config.cache)
+    cache = FeatureCache.open(Path(config.cache))
     if tuple(cache.tag_names) != dataset.tag_names:
         raise MdeError(f"{config.cache}: the cache's tags differ from the dataset's; rerun 'mde prepare'")
     return TrainingData(dataset, cache)
@@ -117,7 +118,8 @@ class Trainer:
         run = self.run_dir
         if resume:
             saved = TrainConfig.from_dict(run.read_json(run.config_path))
-            changed = {k for k, v in saved.to_dict().items() if k not in ("epochs", "out") and self.config.to_dict()[k] != v}
+            current = self.config.to_dict()
+            changed = {k for k, v in saved.to_dict().items() if k not in ("epochs", "out") and current[k] != v}
             if changed:
                 raise MdeError(f"{run.root}: --resume with different settings ({', '.join(sorted(changed))})")
             self._load_state(run.load_checkpoint(run.last, self.device))
@@ -290,7 +292,7 @@ class Trainer:
         """Evaluate the best checkpoint on valid and test; write metrics.json (and the confusion matrix)."""
         best = self.run_dir.load_checkpoint(self.run_dir.best, self.device)
         self.net.load_state_dict(best["model"])
-        results = {}
+        results: dict[str, Any] = {}
         for split in ("valid", "test"):
             metrics = self.evaluate(split)
             results[split] = scalar_metrics(metrics)

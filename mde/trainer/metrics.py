@@ -9,12 +9,18 @@ predicted class). Clip scores are the mean of a clip's window scores.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix,
-                             precision_recall_fscore_support, roc_auc_score)
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 
 def clip_scores(window_scores: np.ndarray) -> np.ndarray:
@@ -38,6 +44,8 @@ def multilabel_metrics(y_true: np.ndarray, y_score: np.ndarray, tag_names: Seque
     for column, tag in enumerate(tag_names):
         labels = truth[:, column].astype(bool)
         support = int(labels.sum())
+        roc: float | None
+        pr: float | None
         if 0 < support < len(labels):
             roc = float(roc_auc_score(labels, scores[:, column]))
             pr = float(average_precision_score(labels, scores[:, column]))

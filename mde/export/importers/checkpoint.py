@@ -24,8 +24,9 @@ import pickle
 import struct
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -65,8 +66,13 @@ class PickledObject:
 
     module: str = ""
     name: str = ""
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    mapping: dict[Any, Any]
+    sequence: list[Any]
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "PickledObject":
+    def __new__(cls, *args: Any, **kwargs: Any) -> PickledObject:
         obj = object.__new__(cls)
         obj.args = args
         obj.kwargs = kwargs
@@ -124,7 +130,7 @@ class _Storage(_Sealed):
     ``file_dtype`` is how the elements lie in the file; bfloat16 (no numpy type) is widened to float32.
     """
 
-    __slots__ = ("type_name", "buffer", "file_dtype")
+    __slots__ = ("buffer", "file_dtype", "type_name")
 
     def __init__(self, type_name: str, buffer: np.ndarray, file_dtype: np.dtype) -> None:
         self.type_name = type_name
@@ -132,7 +138,7 @@ class _Storage(_Sealed):
         self.file_dtype = file_dtype
 
     @classmethod
-    def allocate(cls, type_name: str, numel: int, big_endian: bool) -> "_Storage":
+    def allocate(cls, type_name: str, numel: int, big_endian: bool) -> _Storage:
         code = _STORAGE_DTYPES[type_name]
         file_dtype = np.dtype(_file_code(type_name)).newbyteorder(">" if big_endian else "<")
         buffer = np.empty(numel, dtype=np.float32 if code == _BFLOAT16 else np.dtype(code))
@@ -142,7 +148,7 @@ class _Storage(_Sealed):
     def numel(self) -> int:
         return len(self.buffer)
 
-    def view(self, offset: int, numel: int) -> "_Storage":
+    def view(self, offset: int, numel: int) -> _Storage:
         """A legacy storage view: ``numel`` elements from ``offset``, sharing this buffer."""
         return _Storage(self.type_name, self.buffer[offset:offset + numel], self.file_dtype)
 
@@ -254,7 +260,7 @@ _ALLOWED.update({
     ("collections", "OrderedDict"): OrderedDict,
     ("torch", "Size"): tuple,
 })
-_ALLOWED.update({key: _Allowed(function) for key, function in {
+_FUNCTIONS: dict[tuple[str, str], Callable[..., Any]] = {
     ("collections", "defaultdict"): _plain_dict,
     ("copyreg", "_reconstructor"): _reconstructor,
     ("_codecs", "encode"): _codecs_encode,
@@ -263,7 +269,8 @@ _ALLOWED.update({key: _Allowed(function) for key, function in {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-}.items()})
+}
+_ALLOWED.update({key: _Allowed(function) for key, function in _FUNCTIONS.items()})
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 
@@ -390,7 +397,7 @@ def _read_zip(archive: zipfile.ZipFile) -> Any:
         return storage
 
     with archive.open(pickles[0]) as data:
-        return _unpickle(io.BufferedReader(data), load_storage)
+        return _unpickle(io.BufferedReader(data), load_storage)  # type: ignore[type-var]  # a readable ZipExtFile
 
 
 def _load_object(path: Path) -> Any:

@@ -91,7 +91,8 @@ class CacheConfig:
 
     def _check_frontend(self, frontend: FrontendConfig) -> None:
         if frontend.sample_rate != self.sample_rate:
-            raise MdeError(f"the front end runs at {frontend.sample_rate} Hz but clips are stored at {self.sample_rate} Hz")
+            raise MdeError(f"the front end runs at {frontend.sample_rate} Hz but clips are stored at "
+                           f"{self.sample_rate} Hz")
         if self.dtype == "float16" and frontend.log is None:
             raise MdeError("float16 cannot hold a spectrogram without a log (it overflows); use dtype='float32'")
 
@@ -110,7 +111,7 @@ class CacheConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CacheConfig":
+    def from_dict(cls, data: dict[str, Any]) -> CacheConfig:
         frontend = data.get("frontend")
         return cls(**{
             **data, "tag_names": tuple(data["tag_names"]),
@@ -192,7 +193,7 @@ def prepare_cache(
     _claim(out_dir, index, config, overwrite)
 
     stored = np.load(out_dir / _DONE)
-    for row in np.flatnonzero(stored):
+    for row in np.flatnonzero(stored).tolist():
         _report(on_progress, rows[row]["path"], True)
     pending = [(int(row), rows[row]["path"]) for row in np.flatnonzero(~stored)]
     failed: list[FailedClip] = []
@@ -221,7 +222,8 @@ class FeatureCache:
 
     def __init__(self, directory: Path, index: dict[str, Any], allow_incomplete: bool) -> None:
         if index["format"] != _FORMAT:
-            raise MdeError(f"{directory}: a feature cache of format {index['format']!r}, this version reads {_FORMAT!r}")
+            raise MdeError(f"{directory}: a feature cache of format {index['format']!r}, "
+                           f"this version reads {_FORMAT!r}")
         self.directory = directory
         self.config = CacheConfig.from_dict(index["config"])
         rows = index["rows"]
@@ -245,7 +247,7 @@ class FeatureCache:
             )
 
     @classmethod
-    def open(cls, directory: Path, *, allow_incomplete: bool = False) -> "FeatureCache":
+    def open(cls, directory: Path, *, allow_incomplete: bool = False) -> FeatureCache:
         """Open the cache in ``directory``; an incomplete one is an MdeError unless ``allow_incomplete``."""
         directory = Path(directory)
         index = _read_index(directory)
@@ -284,7 +286,8 @@ class FeatureCache:
         if len(rows) == 0:
             present = sorted(set(self.splits[self.done].tolist()))
             raise MdeError(
-                f"{self.directory}: no stored clips in split {split!r}; splits with clips: {', '.join(present) or 'none'}"
+                f"{self.directory}: no stored clips in split {split!r}; "
+                f"splits with clips: {', '.join(present) or 'none'}"
             )
         return rows
 

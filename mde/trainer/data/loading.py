@@ -178,7 +178,8 @@ def _check_n_crops(n_crops: Optional[int]) -> None:
 
 
 class EvalClips(Dataset):
-    """Evaluation crops of one split: item i is (float32 (crops, input_length) or (crops, n_mels, input_length), labels).
+    """Evaluation crops of one split: item i is (float32 (crops, input_length) or (crops, n_mels,
+    input_length), labels).
 
     source: a FeatureCache (waveform or log-mel) or a TaggingDataset (needs ``sample_rate`` in Hz).
     input_length: crop length in samples, or frames for a log-mel cache. n_crops: crops per clip at the

@@ -131,7 +131,7 @@ def merge_synonym_tags(annotations: Annotations) -> Annotations:
     for group in SYNONYMS:
         present = [index[name] for name in group if name in index]
         if present:
-            group_of.update({i: (group[0], present) for i in present})
+            group_of.update(dict.fromkeys(present, (group[0], present)))
     names, columns = [], []
     for i, name in enumerate(annotations.tag_names):
         head, members = group_of.get(i, (name, [i]))
@@ -204,14 +204,14 @@ def _from_split_files(
     listed = {s: read_split_file(split_dir / f"{s}.npy") for s in SPLITS}
     require_files([audio_root / clip for entries in listed.values() for _, clip in entries], str(split_dir))
     sota_tags = _read_tags(split_dir / "tags.npy")
-    sota_vocabulary = sota_tags is not None and not merge_synonyms and top_k == len(sota_tags)
-    if sota_vocabulary and (split_dir / "binary.npy").is_file():
-        names, labels = sota_tags, _read_binary(split_dir / "binary.npy", len(sota_tags))
+    sota_vocabulary = sota_tags if sota_tags is not None and not merge_synonyms and top_k == len(sota_tags) else None
+    if sota_vocabulary is not None and (split_dir / "binary.npy").is_file():
+        names, labels = sota_vocabulary, _read_binary(split_dir / "binary.npy", len(sota_vocabulary))
     else:
         annotations = _read_prepared(data, merge_synonyms)
         _check_rows(listed, annotations.paths, split_dir)
-        if sota_vocabulary:
-            chosen = _columns_of(sota_tags, annotations.tag_names, split_dir / "tags.npy")
+        if sota_vocabulary is not None:
+            chosen = _columns_of(sota_vocabulary, annotations.tag_names, split_dir / "tags.npy")
         else:
             chosen = top_k_by_count(annotations.matrix.sum(axis=0), top_k)
         names = tuple(annotations.tag_names[i] for i in chosen)

@@ -25,7 +25,7 @@ import numpy as np
 
 INSTRUMENTS = ("piano", "strings", "bass", "guitar", "flute", "synth")
 DRUM_KINDS = ("kick", "snare", "hihat")
-TAGS = INSTRUMENTS + ("drums", "no drums", "fast", "slow", "loud", "quiet")
+TAGS = (*INSTRUMENTS, "drums", "no drums", "fast", "slow", "loud", "quiet")
 """Every tag a synthesized clip can carry."""
 Chord = tuple[int, int, int]
 """A triad as pitch classes (root, third, fifth), C = 0, possibly above 11."""
@@ -114,7 +114,8 @@ def _chords(rng: np.random.Generator, n_bars: int) -> list[Chord]:
     scale = _MAJOR if rng.random() < 0.5 else _MINOR
     chords = []
     for degree in rng.choice(_PROGRESSION_DEGREES, size=n_bars):
-        chords.append(tuple(tonic + scale[(degree + step) % 7] for step in (0, 2, 4)))
+        root, third, fifth = (tonic + scale[(degree + step) % 7] for step in (0, 2, 4))
+        chords.append((root, third, fifth))
     return chords
 
 

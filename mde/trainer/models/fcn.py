@@ -9,7 +9,7 @@ block (taken before dropout); logits are dense(dropout(embedding)) and tags sigm
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ FCN_CHANNELS = (64, 128, 128, 128, 64)
 class ConvBlock(nn.Module):
     """conv 3x3 (same padding) -> BatchNorm2d -> ReLU -> MaxPool2d(pooling)."""
 
-    def __init__(self, in_channels: int, out_channels: int, pooling: tuple[int, int]) -> None:
+    def __init__(self, in_channels: int, out_channels: int, pooling: tuple[int, ...]) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.bn = nn.BatchNorm2d(out_channels)

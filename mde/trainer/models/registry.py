@@ -6,8 +6,9 @@ by name with :func:`get_model_spec` and build it with :func:`build_model`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 

@@ -12,7 +12,7 @@ ShortChunkCNN_Res's are two strided 3x3 convs with a conv shortcut (``ResBlock``
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
