@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,21 @@ MTAT_CLIP = "audio/joram-moments_of_clarity-08-solipsism-59-88.mp3"
 MSD_CLIP = "audio/TRWJAZW128F42760DD_test.mp3"
 FCN05_CKPT = "checkpoints/FCN05-roc_auc=0.8552-pr_auc=0.3344.ckpt"
 FCN29_CKPT = "checkpoints/FCN29-roc_auc=0.9025-pr_auc=0.4342.ckpt"
+
+
+@contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``path`` (created) with mount ``options`` (e.g. 'ro,size=64k'), unmounted after;
+    the test skips where it cannot mount (not root, no mount). Root ignores permission bits, so a read-only
+    or a full file system is what makes a folder unwritable for every user."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and a working 'mount -t tmpfs'")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_tiny_model, write_tone
+from conftest import build_tiny_model, tmpfs, write_tone
 
 from mde.errors import MdeError, ModelError
 from mde.runtime import store
@@ -200,15 +200,8 @@ def test_first_use_import_into_an_unwritable_mde_home_is_one_line(tmp_path):
 
 @needs_musicnn_import
 def test_first_use_import_into_a_read_only_mount_is_one_line(tmp_path):
-    home = tmp_path / "ro"
-    home.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(home)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs here")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as home:
         proc = _first_use(home, tmp_path)
-    finally:
-        subprocess.run(["umount", str(home)], check=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"MDE_HOME ({home}) is not writable (Read-only file system)" in proc.stderr
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tone
+from conftest import tmpfs, write_tone
 from test_cli import assert_one_line_error, run_mde
 
 TINY = ["--scales", "0.5", "--models", "tiny", "--no-view"]
@@ -31,13 +31,8 @@ def _mde(*args: object, home: Path, cwd: Path, env_extra: dict | None = None, **
 @pytest.fixture
 def read_only_mount(tmp_path):
     """A read-only tmpfs (root ignores permission bits, so chmod cannot make a folder unwritable)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs here (needs root and mount)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
+        yield mount
 
 
 def test_out_under_a_regular_file_fails_before_streaming_in_one_line(tiny_model, mde_home, tmp_path):
@@ -83,11 +78,7 @@ def test_a_write_that_fails_later_keeps_the_frames_in_the_temporary_folder(tmp_p
 
 
 def test_an_out_folder_turning_read_only_mid_stream_keeps_the_frames_and_says_where(tiny_model, mde_home, tmp_path):
-    mount = tmp_path / "rw"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root and mount)")
-    try:
+    with tmpfs(tmp_path / "rw", "size=1m") as mount:
         tone = write_tone(tmp_path / "tone.wav", seconds=2.0)
         proc = _mde("stream", "--file", tone, *TINY, "--jsonl", "-", "--out", mount / "live.npz", "--flush-every",
                     "0.2", home=mde_home, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -95,8 +86,6 @@ def test_an_out_folder_turning_read_only_mid_stream_keeps_the_frames_and_says_wh
         proc.stdout.readline()  # streaming: the folder was writable at the start
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         frames, stderr = proc.communicate(timeout=60)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
     lines = stderr.splitlines()
     assert proc.returncode == 1 and "Traceback" not in stderr and "Exception in thread" not in stderr, stderr
     assert lines[-1].startswith(f"mde: error: cannot write {mount / 'live.npz'} (Read-only file system); "
