@@ -155,3 +155,13 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(MdeError, match=message):
         synthesize_corpus(tmp_path, arguments.pop("n"), **arguments)
     assert not (tmp_path / synth.MANIFEST_NAME).exists()
+
+
+def test_a_hung_fluidsynth_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hung = tmp_path / "fluidsynth"
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(synth_fluidsynth, "_RENDER_TIMEOUT", 0.3)
+    score = compose(np.random.default_rng(0), 1.0)
+    with pytest.raises(MdeError, match=r"^fluidsynth did not finish a 1 s clip in 0\.3 s with .*; try --engine numpy$"):
+        synth_fluidsynth.render(score, 16000, str(hung), tmp_path / "x.sf2")

@@ -69,7 +69,11 @@ def render(score: Score, sample_rate: int, command: str, soundfont: Path) -> np.
         midi.write_bytes(score_to_midi(score))
         argv = [command, "-ni", "-q", "-F", str(wav), "-T", "wav", "-O", "float", "-r", str(sample_rate),
                 str(soundfont), str(midi)]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=_RENDER_TIMEOUT)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=_RENDER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise MdeError(f"fluidsynth did not finish a {score.seconds:g} s clip in {_RENDER_TIMEOUT:g} s "
+                           f"with {soundfont}; try --engine numpy") from None
         if done.returncode != 0 or not wav.is_file():
             reason = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
             raise MdeError(f"fluidsynth failed with {soundfont}: {reason[-1]}")
