@@ -217,8 +217,14 @@ def embed_files(
     made_with = output_settings(model_path, settings)
     remove_stale_parts(target for _, target in pairs)
     report = BatchReport()
-    for outcome in iter_embed(model_path, pairs, settings, made_with, threads, workers):
-        report.outcomes.append(outcome)
-        if on_outcome:
-            on_outcome(outcome)
+    try:
+        for outcome in iter_embed(model_path, pairs, settings, made_with, threads, workers):
+            report.outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+    except BaseException:
+        # Ctrl-C can land between a temporary file's creation and the cleanup that removes it; once the
+        # workers are gone, every part of these outputs is this batch's to remove.
+        remove_stale_parts(target for _, target in pairs)
+        raise
     return report
