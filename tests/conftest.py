@@ -99,7 +99,7 @@ def fcn05_run(synth_corpus) -> Path:
 
     run = synth_corpus.parent.parent / "run-fcn05"
     train(TrainConfig(model="fcn05", dataset="manifest", data=str(synth_corpus), out=str(run), epochs=1,
-                      batch_size=16, lr=3e-3, device="cpu", eval_crops=4, seed=0))
+                      batch_size=16, crops_per_clip=1, lr=3e-3, device="cpu", eval_crops=4, seed=0))
     return run
 
 

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from mde.cli.console import err, out, stage_progress
-from mde.errors import MdeError, MissingExtraError
+from mde.cli.options import number_or
+from mde.errors import MissingExtraError
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +47,8 @@ def export(
         store.model_path(name)  # reject a bad name before the export work
     with stage_progress() as report:
         limit = {} if calib_windows is None else {"calib_windows": calib_windows}
-        result = export_model(source, output, fp16=fp16, int8=int8, calib=calib, calib_hop=_hop(calib_hop),
+        hop = number_or(calib_hop, "auto", "--calib-hop", float)
+        result = export_model(source, output, fp16=fp16, int8=int8, calib=calib, calib_hop=hop,
                               opset=opset, name=name, on_note=lambda text: err.print(f"note: {text}"),
                               on_progress=report, **limit)
     info = result.info
@@ -72,12 +74,3 @@ def export(
         folder = write_triton_repository(result.path, triton, max_batch=max_batch, plan=plan)
         err.print(f"wrote the Triton model {folder}")
 
-
-def _hop(text: str) -> Optional[float]:
-    """--calib-hop: None for 'auto', else seconds (a positive finite number)."""
-    if text == "auto":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise MdeError(f"--calib-hop must be a number of seconds or auto, got {text!r}") from None

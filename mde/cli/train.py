@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from mde.cli.console import err, file_progress, out, stage_progress
+from mde.cli.options import number_or
 from mde.errors import MdeError, MissingExtraError
 
 DATASET_HELP = "Data source: mtat (annotations_final.csv + mp3 tree), gtzan (genres/<genre>/*), manifest (CSV path,split,tags)."
@@ -39,9 +40,11 @@ def train(
     dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     out_dir: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, logs and metrics.json."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache made by 'mde prepare' for this dataset (faster epochs)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache made by 'mde prepare' for this dataset (faster epochs), or 'auto': a temporary one in the run folder when the decoded audio is over --memory-budget (under it, it is kept in memory anyway)."),
+    memory_budget: float = typer.Option(2.0, "--memory-budget", help="GiB of float32 kept in memory instead of read again: the decoded train and valid audio, and the validation inputs (computed once when they fit). 0: decode every file at every use."),
     epochs: int = typer.Option(10, "--epochs", help="Passes over the training split."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Clips (random crops) per optimizer step."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Windows (random crops) per optimizer step."),
+    crops_per_clip: str = typer.Option("auto", "--crops-per-clip", help="Random crops per clip per epoch: a number (1: the sota recipe) or 'auto' (as many as non-overlapping windows fit in the clip, at most 4)."),
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw, adam or sgd (SGD uses Nesterov momentum)."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay", help="Weight decay."),
@@ -67,15 +70,22 @@ def train(
 
     config = TrainConfig(
         model=model, dataset=dataset, data=str(data), out=str(out_dir), cache=str(cache) if cache else None,
+        memory_budget=memory_budget,
         single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms, epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
+        batch_size=batch_size, crops_per_clip=_auto(number_or(crops_per_clip, "auto", "--crops-per-clip", int)),
+        lr=lr, weight_decay=weight_decay,
+        optimizer=optimizer, schedule=schedule,
         milestones=_int_list(milestones), gamma=gamma, switch_epoch=switch_epoch, grad_clip=grad_clip,
-        amp=not no_amp, early_stop=early_stop, eval_crops=_crops(eval_crops), workers=workers, device=device,
+        amp=not no_amp, early_stop=early_stop, eval_crops=number_or(eval_crops, "all", "--eval-crops", int),
+        workers=workers, device=device,
         seed=seed,
     )
     trainer = Trainer(config, resume=resume)
     err.print(f"training {model} on {trainer.device} ({trainer.data.dataset.name}: "
               + ", ".join(f"{k} {len(v)}" for k, v in trainer.data.dataset.splits.items()) + " clips)")
+    with stage_progress() as report:
+        note = trainer.prepare_data(report)
+    err.print(note)
     with file_progress() as progress:
         epoch_task = progress.add_task("epochs", total=config.epochs, completed=trainer.epoch)
         batch_task = progress.add_task("batches", total=None)
@@ -87,7 +97,8 @@ def train(
             progress.update(epoch_task, completed=row["epoch"])
             progress.console.print(
                 f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, valid loss {row['valid_loss']:.4f}, "
-                f"valid score {row['valid_score']:.4f} (best {row['best_score']:.4f}), lr {row['lr']:.2g}, {row['seconds']:.1f} s"
+                f"valid score {row['valid_score']:.4f} (best {row['best_score']:.4f}), lr {row['lr']:.2g}, "
+                f"{row['seconds']:.1f} s, {row['windows_per_s']:.0f} windows/s, ETA {_duration(row['eta_s'])}"
             )
 
         try:
@@ -109,13 +120,20 @@ def _int_list(text: Optional[str]) -> list[int]:
         raise MdeError(f"--milestones must be comma-separated epochs, got {text!r}") from None
 
 
-def _crops(text: str) -> Optional[int]:
-    if text == "all":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise MdeError(f"--eval-crops must be a number or 'all', got {text!r}") from None
+def _auto(crops_per_clip: Optional[int]) -> int | str:
+    """--crops-per-clip as TrainConfig holds it: the number, or 'auto'."""
+    return "auto" if crops_per_clip is None else crops_per_clip
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as '42 s', '3 min 05 s' or '2 h 07 min'."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
 
 
 def evaluate(
@@ -131,7 +149,8 @@ def evaluate(
     _needs("Evaluating", "sklearn")
     from mde.trainer.assess import assess
 
-    metrics = assess(target, dataset, data, split, _crops(eval_crops), single_label or dataset == "gtzan")
+    crops = number_or(eval_crops, "all", "--eval-crops", int)
+    metrics = assess(target, dataset, data, split, crops, single_label or dataset == "gtzan")
     text = json.dumps(metrics, indent=2)
     if out_file:
         from mde.atomic import atomic_path

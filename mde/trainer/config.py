@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from mde.errors import MdeError
 
@@ -18,8 +19,15 @@ class TrainConfig:
 
     model: registry name (``mde.trainer.models.registered_names()``).
     dataset, data: the data source ('mtat', 'gtzan', 'manifest') and its folder or CSV file.
-    cache: a feature cache folder made by ``mde prepare`` for this dataset (read when given).
-    epochs, batch_size: passes over the training split; clips per optimizer step.
+    cache: a feature cache folder made by ``mde prepare`` for this dataset (read when given), or 'auto':
+      without one, the train and valid files are decoded once into memory when their float32 audio fits
+      ``memory_budget``, and with 'auto' into a temporary cache in the run folder when it does not (else
+      they are decoded at every use).
+    memory_budget: GiB of float32 the loop may keep in memory: the decoded train and valid audio, and
+      (separately) the validation inputs, which are then computed once per run; 0 keeps nothing.
+    epochs, batch_size: passes over the training split; windows (random crops) per optimizer step.
+    crops_per_clip: random training crops per clip per epoch, each at its own start: a positive int (1 is
+      the sota recipe), or 'auto' for as many as non-overlapping windows fit in the clip, at most 4.
     lr, weight_decay, momentum: optimizer settings (momentum is SGD's, with Nesterov).
     optimizer: 'adamw', 'adam' or 'sgd'.
     schedule: 'none'; 'plateau' (ReduceLROnPlateau on validation loss, ``plateau_factor``,
@@ -40,11 +48,13 @@ class TrainConfig:
     data: str
     out: str
     cache: Optional[str] = None
+    memory_budget: float = 2.0
     single_label: bool = False
     merge_synonyms: bool = False
     top_k: int = 50
     epochs: int = 10
     batch_size: int = 16
+    crops_per_clip: Union[int, str] = "auto"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -71,6 +81,10 @@ class TrainConfig:
             (self.device in ("cpu", "cuda", "auto"), f"device must be cpu, cuda or auto, got {self.device!r}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.crops_per_clip == "auto" or (type(self.crops_per_clip) is int and self.crops_per_clip >= 1),
+             f"crops per clip must be a positive integer or 'auto', got {self.crops_per_clip!r}"),
+            (math.isfinite(self.memory_budget) and self.memory_budget >= 0,
+             f"the memory budget must be a number of GiB >= 0, got {self.memory_budget}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.eval_crops is None or self.eval_crops >= 1, f"eval crops must be positive, got {self.eval_crops}"),
             (self.schedule != "adam_then_sgd" or self.switch_epoch >= 1, "adam_then_sgd needs --switch-epoch >= 1"),
@@ -85,4 +99,5 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        legacy = {"crops_per_clip": 1}  # run folders from before the setting drew one crop per clip
+        return cls(**{**legacy, **{k: v for k, v in data.items() if k in known}})

@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,8 +25,13 @@ from mde.trainer.frontend import TorchMelSpectrogram
 from mde.trainer.models import ModelSpec, get_model_spec
 from mde.trainer.run_dir import RunDir
 
+AUTO_CACHE = "auto"
+"""``cache`` value for a temporary feature cache in the run folder when the audio is over the memory budget."""
+
 EpochCallback = Callable[[dict[str, Any]], None]
 BatchCallback = Callable[[int, int, float], None]
+StageCallback = Callable[[str, int, int], None]
+"""``(stage, done, total)``: progress of the data preparation (see :meth:`Trainer.prepare_data`)."""
 
 
 @dataclass
@@ -59,7 +65,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         config.dataset, Path(config.data), single_label=config.single_label,
         merge_synonyms=config.merge_synonyms, top_k=config.top_k,
     )
-    if config.cache is None:
+    if config.cache in (None, AUTO_CACHE):
         return TrainingData(dataset, dataset)
     from mde.trainer.data.cache import FeatureCache
 
@@ -108,6 +114,8 @@ class Trainer:
         self.epoch = 0
         self.best_score = -math.inf
         self.stale_epochs = 0
+        self._source_and_note: Optional[tuple[Any, str]] = None
+        self._valid_inputs: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
         self._prepare_folder(resume)
 
     @property
@@ -176,21 +184,116 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
 
-    def _train_loader(self) -> DataLoader:
-        from mde.trainer.data.loading import TrainCrops, train_loader
+    def prepare_data(self, on_progress: Optional[StageCallback] = None) -> str:
+        """Read what the run keeps (the train and valid audio decoded into memory, or ``cache='auto'``'s
+        temporary cache) and compute the validation inputs when they fit the memory budget, calling
+        ``on_progress(stage, done, total)`` as files are done; returns :attr:`data_note`. The first use of
+        the data does this silently when it was not called; later calls do nothing more."""
+        if self._source_and_note is None:
+            self._source_and_note = self._open_source(on_progress)
+        if self._valid_inputs is None and self._valid_bytes <= self._budget:
+            total, items = len(self._eval_set("valid")), []
+            for item in self._eval_loader("valid"):
+                items.append(item)
+                if on_progress:
+                    on_progress("validation inputs", len(items), total)
+            self._valid_inputs = items  # kept only when whole
+        return self.data_note
 
-        crops = TrainCrops(self.data.source, self.spec.input_length, self.spec.sample_rate, seed=self.config.seed)
+    def _open_source(self, on_progress: Optional[StageCallback]) -> tuple[Any, str]:
+        """Where epochs read audio and one line saying which and why: the given cache; else the train and
+        valid files decoded once into memory when they fit the budget; else with ``cache='auto'`` a
+        temporary cache in the run folder; else the files at every use."""
+        from mde.trainer.data.loading import decode_if_it_fits
+
+        if self.config.cache not in (None, AUTO_CACHE):
+            return self.data.source, f"reading the feature cache {self.config.cache}"
+        spill_to = self._auto_cache if self.config.cache == AUTO_CACHE else None
+        return decode_if_it_fits(
+            self.data.dataset, self.spec.sample_rate, ("train", "valid"), self._budget, spill_to,
+            on_progress=(lambda done, total: on_progress("decoding", done, total)) if on_progress else None,
+            workers=max(1, self.config.workers),
+        )
+
+    def _opened(self) -> tuple[Any, str]:
+        """The source and its note (see :meth:`prepare_data`), opened silently on first use."""
+        if self._source_and_note is None:
+            self._source_and_note = self._open_source(None)
+        return self._source_and_note
+
+    @property
+    def _source(self) -> Any:
+        """The source training and evaluation read."""
+        return self._opened()[0]
+
+    @property
+    def _auto_cache(self) -> Path:
+        """Where ``--cache auto`` keeps its temporary cache: kept by an interrupted run, removed by a finished one."""
+        return self.run_dir.root / "auto-cache"
+
+    @cached_property
+    def _train_crops(self):
+        from mde.trainer.data.loading import TrainCrops
+
+        crops = TrainCrops(self._source, self.spec.input_length, self.spec.sample_rate, seed=self.config.seed,
+                           crops_per_clip=self.config.crops_per_clip)
         if len(crops) < self.config.batch_size:
-            raise MdeError(f"the train split has {len(crops)} clips, fewer than one batch of {self.config.batch_size}")
-        return train_loader(crops, self.config.batch_size, epoch=self.epoch, num_workers=self.config.workers,
-                            pin_memory=self.device.type == "cuda")
+            raise MdeError(f"the train split gives {len(crops)} windows per epoch ({len(crops.clips)} clips), "
+                           f"fewer than one batch of {self.config.batch_size}")
+        return crops
 
-    def _eval_clips(self, split: str) -> DataLoader:
+    def _train_loader(self) -> DataLoader:
+        from mde.trainer.data.loading import train_loader
+
+        return train_loader(self._train_crops, self.config.batch_size, epoch=self.epoch,
+                            num_workers=self.config.workers, pin_memory=self.device.type == "cuda")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        # its own generator: evaluating (once or every epoch) leaves the global torch RNG, and resume, alone
+        return DataLoader(self._eval_set(split), batch_size=None, num_workers=self.config.workers,
+                          generator=torch.Generator())
+
+    def _eval_set(self, split: str):
         from mde.trainer.data.loading import EvalClips
 
-        clips = EvalClips(self.data.source, split, self.spec.input_length, n_crops=self.config.eval_crops,
-                          sample_rate=self.spec.sample_rate)
-        return DataLoader(clips, batch_size=None, num_workers=self.config.workers)
+        return EvalClips(self._source, split, self.spec.input_length, n_crops=self.config.eval_crops,
+                         sample_rate=self.spec.sample_rate)
+
+    @property
+    def _budget(self) -> int:
+        """The memory budget in bytes."""
+        return int(self.config.memory_budget * 2**30)
+
+    @cached_property
+    def _valid_bytes(self) -> int:
+        """Bytes of float32 the validation inputs take (kept once computed when within the memory budget)."""
+        return self._eval_set("valid").nbytes
+
+    def _eval_clips(self, split: str):
+        """The evaluation inputs of ``split``: for 'valid' within the budget the list computed once per
+        run (see :meth:`prepare_data`), else a loader that cuts them from the source."""
+        if split == "valid" and self._valid_bytes <= self._budget:
+            self.prepare_data()
+            return self._valid_inputs
+        return self._eval_loader(split)
+
+    @property
+    def windows_per_epoch(self) -> int:
+        """Training windows (random crops) per epoch: the train clips times their crops per clip."""
+        return len(self._train_crops)
+
+    @property
+    def data_note(self) -> str:
+        """One line: where training reads its audio and why, the windows per epoch, the validation inputs."""
+        from mde.trainer.data.loading import size_text
+
+        crops = self._train_crops
+        size = size_text(self._valid_bytes)
+        valid = (f"validation inputs computed once ({size})" if self._valid_bytes <= self._budget else
+                 f"validation inputs cut every epoch ({size}, over the {size_text(self._budget)} memory budget)")
+        per_clip = self.windows_per_epoch / len(crops.clips)
+        return (f"data: {self._opened()[1]}; {self.windows_per_epoch} training windows per epoch "
+                f"({per_clip:.3g} per clip, --crops-per-clip {self.config.crops_per_clip}); {valid}")
 
     def evaluate(self, split: str) -> dict[str, Any]:
         scores, labels = predict_clips(self.net, self.frontend, self._eval_clips(split), self.device, self.single_label)
@@ -203,7 +306,8 @@ class Trainer:
             return nn.functional.cross_entropy(logits, labels.argmax(dim=1))
         return nn.functional.binary_cross_entropy_with_logits(logits, labels)
 
-    def _train_epoch(self, on_batch: Optional[BatchCallback]) -> float:
+    def _train_epoch(self, on_batch: Optional[BatchCallback]) -> tuple[float, int]:
+        """The mean training loss of one epoch and the number of windows it trained on."""
         self.net.train()
         loader = self._train_loader()
         total, count = 0.0, 0
@@ -224,7 +328,7 @@ class Trainer:
             count += len(labels)
             if on_batch:
                 on_batch(step + 1, len(loader), total / count)
-        return total / max(count, 1)
+        return total / max(count, 1), count
 
     def _switch_optimizer_if_due(self) -> None:
         if self._optimizer_kind(self.epoch) != type(self.optimizer).__name__.lower():
@@ -243,25 +347,39 @@ class Trainer:
         """Train to the configured epochs (or early stop), then evaluate the best checkpoint on the valid
         and test splits and write metrics.json. KeyboardInterrupt saves ``last.pt`` and propagates."""
         writer = self._tensorboard()
+        session_seconds, session_epochs = 0.0, 0
         try:
             while self.epoch < self.config.epochs:
                 if self.config.early_stop and self.stale_epochs >= self.config.early_stop:
                     break
                 self._switch_optimizer_if_due()
                 started = time.perf_counter()
-                train_loss = self._train_epoch(on_batch)
+                train_loss, windows = self._train_epoch(on_batch)
+                train_seconds = time.perf_counter() - started
                 valid = self.evaluate("valid")
                 self.epoch += 1
-                self._after_epoch(train_loss, valid, time.perf_counter() - started, writer, on_epoch)
+                seconds = time.perf_counter() - started
+                session_seconds += seconds
+                session_epochs += 1
+                speed = {"windows_per_s": windows / max(train_seconds, 1e-9),
+                         "eta_s": session_seconds / session_epochs * (self.config.epochs - self.epoch)}
+                self._after_epoch(train_loss, valid, seconds, writer, on_epoch, speed)
         except KeyboardInterrupt:
             self.run_dir.save_checkpoint(self.run_dir.last, self._state())
             raise
         finally:
             if writer:
                 writer.close()
-        return self.finish()
+        results = self.finish()
+        if self._auto_cache.exists():
+            import shutil
 
-    def _after_epoch(self, train_loss: float, valid: dict[str, Any], seconds: float, writer, on_epoch) -> None:
+            shutil.rmtree(self._auto_cache)
+        return results
+
+    def _after_epoch(self, train_loss: float, valid: dict[str, Any], seconds: float, writer, on_epoch,
+                     speed: dict[str, float]) -> None:
+        """Checkpoints, scheduler, log row; ``speed``: training windows/s and the ETA in seconds (for on_epoch)."""
         score = selection_score(valid, self.single_label)
         if score > self.best_score:
             self.best_score, self.stale_epochs = score, 0
@@ -279,7 +397,7 @@ class Trainer:
             for key in ("train_loss", "valid_loss", "valid_score", "lr"):
                 writer.add_scalar(key, row[key], self.epoch)
         if on_epoch:
-            on_epoch({**row, "best_score": self.best_score})
+            on_epoch({**row, **speed, "best_score": self.best_score})
 
     def _tensorboard(self):
         try:
