@@ -66,7 +66,7 @@ def seed_pipeline(checkpoint: Path, threads: Optional[int] = None,
     state = extract_state_dict(contents, STATE_PREFIX, origin=str(checkpoint))
     spec = get_model_spec(identify_architecture(contents, state, checkpoint.name))
     network = load_network(spec, state, str(checkpoint)).to(device)
-    frontend = TorchMelSpectrogram(spec.frontend).to(device)
+    frontend = TorchMelSpectrogram(spec.logmel_frontend).to(device)
     window, rate = spec.input_length, spec.sample_rate
 
     def run(path: Path) -> np.ndarray:

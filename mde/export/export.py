@@ -157,7 +157,7 @@ def _load_run(best: Path, run_name: str):
     network.load_state_dict(checkpoint["model"])
     network.eval()
     patch = spec.n_frames if spec.framing == "mel_patches" else None
-    window = patch * spec.frontend.hop_length if patch else spec.input_length
+    window = patch * spec.logmel_frontend.hop_length if patch else spec.input_length
     info = ModelInfo(
         name=run_name, architecture=spec.architecture, source=f"mde train run {best.parent.parent}",
         licence=RUN_LICENCE, sample_rate=spec.sample_rate, window_samples=window, hop_samples=window,

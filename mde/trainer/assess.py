@@ -29,7 +29,7 @@ def assess_run(run: Path, ds: TaggingDataset, split: str, eval_crops: Optional[i
 
     from mde.trainer.data.loading import EvalClips
     from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips
-    from mde.trainer.frontend import TorchMelSpectrogram
+    from mde.trainer.frontend import network_input
     from mde.trainer.loop import resolve_device
     from mde.trainer.models import get_model_spec
     from mde.trainer.run_dir import RunDir
@@ -42,7 +42,7 @@ def assess_run(run: Path, ds: TaggingDataset, split: str, eval_crops: Optional[i
     net = spec.factory(n_tags=ds.n_tags)
     net.load_state_dict(best["model"])
     net.to(device)
-    frontend = TorchMelSpectrogram(spec.frontend).to(device)
+    frontend = network_input(spec).to(device)
     crops = EvalClips(ds, split, spec.input_length, n_crops=eval_crops, sample_rate=spec.sample_rate)
     clips = torch.utils.data.DataLoader(crops, batch_size=None)
     scores, labels = predict_clips(net, frontend, clips, device, ds.single_label)

@@ -1,4 +1,5 @@
-"""The torch twin of the C front end, for training and for torch baselines.
+"""The torch twins of the runtime's input stages (the C log-mel front end, the waveform input transform),
+for training and for torch baselines.
 
 It follows the same :class:`~mde.runtime.frontend_config.FrontendConfig` and takes its mel filterbank
 from the C kernel, so both compute the same function (tested equal within float32 noise).
@@ -6,11 +7,18 @@ from the C kernel, so both compute the same function (tested equal within float3
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from mde.runtime.frontend import MelSpectrogram
 from mde.runtime.frontend_config import FrontendConfig
+from mde.runtime.input_transform import InputTransform
+
+if TYPE_CHECKING:
+    from mde.trainer.models.registry import ModelSpec
 
 
 class TorchMelSpectrogram(nn.Module):
@@ -50,3 +58,32 @@ class TorchMelSpectrogram(nn.Module):
                 mel = mel.half().float()
             return torch.log10(1.0 + cfg.log_scale * mel)
         return mel
+
+
+class TorchInputTransform(nn.Module):
+    """The torch twin of :func:`mde.runtime.input_transform.apply_transform`: waveforms (batch, samples)
+    float32 at full scale [-1, 1] -> the waveform network's input, same shape."""
+
+    def __init__(self, transform: InputTransform) -> None:
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        t = self.transform
+        if t.kind == "gain":
+            return waveform * t.gain
+        if t.kind == "mulaw":
+            x = waveform
+            if t.peak_normalize:
+                peak = x.abs().amax(dim=-1, keepdim=True)
+                x = x / torch.where(peak > 0, peak, torch.ones_like(peak))
+            return torch.sign(x) * torch.log1p(t.mu * x.abs()) / math.log1p(t.mu)
+        return waveform
+
+
+def network_input(spec: ModelSpec) -> nn.Module:
+    """What turns a batch of waveform windows (batch, samples) into the network's input: the log-mel
+    front end of a log-mel network, the input transform of a waveform one."""
+    if spec.frontend is not None:
+        return TorchMelSpectrogram(spec.frontend)
+    return TorchInputTransform(spec.input_transform)

@@ -21,7 +21,7 @@ from mde.errors import MdeError
 from mde.trainer.config import TrainConfig
 from mde.trainer.data.dataset import TaggingDataset
 from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips, selection_score
-from mde.trainer.frontend import TorchMelSpectrogram
+from mde.trainer.frontend import network_input
 from mde.trainer.models import ModelSpec, get_model_spec
 from mde.trainer.run_dir import RunDir
 
@@ -107,7 +107,7 @@ class Trainer:
         self.data.dataset.check_trainable()
         self.single_label = self.data.dataset.single_label
         self.net = self.spec.factory(n_tags=self.data.dataset.n_tags).to(self.device)
-        self.frontend = TorchMelSpectrogram(self.spec.frontend).to(self.device)
+        self.frontend = network_input(self.spec).to(self.device)
         self.optimizer = build_optimizer(config, self.net.parameters())
         self.scheduler = build_scheduler(config, self.optimizer)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
@@ -172,7 +172,7 @@ class Trainer:
             "architecture": self.spec.name,
             "tag_names": list(self.data.dataset.tag_names),
             "single_label": self.single_label,
-            "frontend": self.spec.frontend.to_dict(),
+            "frontend": self.spec.frontend.to_dict() if self.spec.frontend else None,
             "epoch": self.epoch,
             "valid": scalar_metrics(metrics),
         }

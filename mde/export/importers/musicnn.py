@@ -232,7 +232,7 @@ def musicnn_model_info(name: str, network: nn.Module, example: np.ndarray) -> Mo
     """Metadata of an imported musicnn model; output sizes are read off the network's outputs (all but
     the pre-sigmoid 'logits', which only training uses)."""
     spec = get_model_spec(MUSICNN_MODELS[name].arch)
-    frontend = spec.frontend
+    frontend = spec.logmel_frontend
     patch = spec.n_frames
     with torch.no_grad():
         outputs = network(torch.from_numpy(example))
@@ -262,7 +262,7 @@ def musicnn_model_info(name: str, network: nn.Module, example: np.ndarray) -> Mo
 def example_patches(frames: int, n_patches: int = EXAMPLE_PATCHES) -> np.ndarray:
     """float32 (n_patches, 96, frames): consecutive patches of the C front end's log-mel of a
     synthesized music-like signal, cut as the runtime cuts them."""
-    config = get_model_spec("musicnn").frontend
+    config = get_model_spec("musicnn").logmel_frontend
     n_samples = (frames * n_patches - 1) * config.hop_length
     logmel = MelSpectrogram.from_config(config)(example_signal(n_samples, config.sample_rate))
     return cut_frames(logmel, frame_starts(logmel.shape[-1], frames, frames)[:n_patches], frames)

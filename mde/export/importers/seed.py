@@ -84,7 +84,7 @@ def load_seed(path: str | os.PathLike[str], name: Optional[str] = None,
     if arch not in SEED_ARCHITECTURES:
         raise CheckpointError(f"--arch {arch!r} is not a seed architecture ({', '.join(SEED_ARCHITECTURES)})")
     spec = get_model_spec(arch)
-    check_frontend_buffers(state, MelSpectrogram.from_config(spec.frontend), str(path))
+    check_frontend_buffers(state, MelSpectrogram.from_config(spec.logmel_frontend), str(path))
     network = load_network(spec, state, str(path))
     return network, seed_model_info(spec, path.name, name or DEFAULT_NAMES[arch])
 
@@ -222,7 +222,7 @@ def seed_model_info(spec: ModelSpec, file_name: str, name: str) -> ModelInfo:
         hop_samples=spec.input_length,
         input_kind="logmel",
         framing=spec.framing,
-        frontend=spec.frontend,
+        frontend=spec.logmel_frontend,
         embedding_dim=spec.embedding_dim,
         tag_names=MTAT_TOP50,
         outputs={"embedding": spec.embedding_dim, "tags": len(MTAT_TOP50)},
