@@ -18,13 +18,14 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from mde.cli import bench, embed, export, models, stream, train
+    from mde.cli import bench, embed, export, models, stream, synth, train
 
     bench.register(app)
     embed.register(app)
     export.register(app)
     models.register(app)
     stream.register(app)
+    synth.register(app)
     train.register(app)
 
 

@@ -1,4 +1,4 @@
-"""``mde train``, ``mde eval``, ``mde prepare`` and ``mde synth``: the training side (needs torch)."""
+"""``mde train``, ``mde eval`` and ``mde prepare``: the training side (needs torch)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("eval")(evaluate)
     app.command("prepare")(prepare)
-    app.command("synth")(synth)
 
 
 TRAIN_EXTRA_PACKAGES = {"torch": "torch", "sklearn": "scikit-learn"}
@@ -201,26 +200,3 @@ def prepare(
               f"in {report.elapsed:.1f} s -> {out_dir}")
     for clip in report.failed:
         err.print(f"  skipped {clip.path}: {clip.reason}")
-
-
-def synth(
-    out_dir: Path = typer.Option(..., "--out", help="Folder for clips/ and manifest.csv."),
-    n: int = typer.Option(200, "--n", help="Number of clips."),
-    seconds: float = typer.Option(4.0, "--seconds", help="Length of each clip in seconds."),
-    sample_rate: int = typer.Option(16000, "--sample-rate", help="Rate of the written clips in Hz."),
-    engine: str = typer.Option("auto", "--engine", help="fluidsynth (General MIDI SoundFont), numpy (built-in synthesizer) or auto (fluidsynth when installed)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same corpus."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes."),
-) -> None:
-    """Write a tagged corpus whose tags come from how each clip was made (no download needed)."""
-    from mde.trainer.data.synth import synthesize_corpus
-
-    with stage_progress() as report:
-        def announce(engine_name: str) -> None:  # after the argument checks: a bad argument stays one line
-            err.print(f"synthesizing {n} clips with {engine_name} ...")
-            report("clips", 0, n)
-
-        manifest = synthesize_corpus(out_dir, n, seed=seed, sample_rate=sample_rate, seconds=seconds,
-                                     engine=engine, workers=workers, announce=announce,
-                                     on_clip=lambda done: report("clips", done, n))
-    err.print(f"wrote {n} clips and {manifest}; train with: mde train --dataset manifest --data {manifest} ...")

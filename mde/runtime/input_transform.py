@@ -10,8 +10,8 @@ or its torch twin in ``mde.trainer``, so no caller needs to know it:
   signal stays zero), then mu-law companding sign(x) ln(1 + mu |x|) / ln(1 + mu) with ``mu``
   (JETATAG's recipe: mu 255), giving values in [-1, 1].
 
-Peak normalisation is per signal: the runtime applies the transform to the whole decoded clip (or, when
-streaming, per window) before cutting windows, as the recipes that define it did.
+Peak normalisation is per network input: the runtime and the trainer apply the transform to each window
+after cutting it, so offline and streaming extraction give the same frames.
 """
 
 from __future__ import annotations
