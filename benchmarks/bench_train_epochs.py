@@ -2,8 +2,13 @@
 
 Run from the repository root (after `pip install '.[test]'`), on a corpus made by `mde synth`:
     mde synth --out corpus10 --n 400 --seconds 10
-    python benchmarks/bench_train_epochs.py --corpus corpus10 [--models fcn05,musicnn,shortchunk_res]
-        [--epochs 10] [--target 0.88] [--paths uncached,cached] [--out benchmarks/results]
+    python benchmarks/bench_train_epochs.py --corpus corpus10 [--mp3-rate 44100] [--first N]
+        [--models fcn05,musicnn,shortchunk_res] [--epochs 10] [--target 0.88] [--paths uncached,cached]
+        [--out benchmarks/results] [--stem NAME]
+
+--mp3-rate R first transcodes the corpus to MP3 at R Hz (in a temporary folder), so that every use of a
+file costs a real decode and resampling, as for users' collections; --first N keeps the first N clips of
+the manifest, in the same train / valid / test proportions.
 
 For each model and each data path (uncached: the audio files; cached: a float16 feature cache made
 once by `mde prepare`), two runs from the same seed:
@@ -14,16 +19,19 @@ once by `mde prepare`), two runs from the same seed:
 Rows: the median epoch (training plus validation), with the ratio to the defaults' run of the same
 model and path; columns: windows per epoch, epochs and seconds until the validation ROC-AUC first
 reaches --target, the whole run's seconds, and the best checkpoint's test ROC-AUC.
-Writes train_epochs_cpu.json and train_epochs_cpu.md.
+Writes <stem>.json and <stem>.md (default stem: train_epochs_cpu).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
 import time
 from pathlib import Path
 
+import soundfile as sf
+import soxr
 import torch
 
 from mde.bench.report import Column, timing_of, write_results
@@ -60,20 +68,45 @@ def train_once(manifest: Path, model: str, cache: Path | None, out: Path, epochs
     }
 
 
+def transcoded(manifest: Path, out: Path, rate: int, first: int | None) -> Path:
+    """A copy of the corpus of ``manifest`` as MP3 at ``rate`` Hz in ``out`` (the first ``first`` clips of
+    each split in proportion, all when None); returns the new manifest."""
+    rows = list(csv.DictReader(manifest.open()))
+    if first is not None:
+        splits = {r["split"] for r in rows}
+        quota = {split: round(first / len(rows) * sum(r["split"] == split for r in rows)) for split in splits}
+        rows = [r for split in sorted(splits) for r in [r for r in rows if r["split"] == split][: quota[split]]]
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        audio, source_rate = sf.read(manifest.parent / row["path"], dtype="float32")
+        row["path"] = str(Path("clips") / Path(row["path"]).with_suffix(".mp3").name)
+        sf.write(out / row["path"], soxr.resample(audio, source_rate, rate), rate, format="MP3")
+    with (out / "manifest.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "split", "tags"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out / "manifest.csv"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, required=True, help="folder with manifest.csv (mde synth)")
+    parser.add_argument("--mp3-rate", type=int, help="transcode the corpus to MP3 at this rate (Hz) first")
+    parser.add_argument("--first", type=int, help="use only the first N clips (with --mp3-rate)")
     parser.add_argument("--models", default="fcn05,musicnn,shortchunk_res", help="comma-separated registry names")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per run")
     parser.add_argument("--target", type=float, default=0.88, help="validation ROC-AUC to count epochs to")
     parser.add_argument("--paths", default="uncached,cached", help="uncached, cached or both")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
+    parser.add_argument("--stem", default="train_epochs_cpu", help="output file name, without .json / .md")
     args = parser.parse_args()
 
-    manifest = args.corpus / "manifest.csv"
-    dataset = load_dataset("manifest", manifest)
     timings, metrics, references = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="mde-bench-train-") as scratch:
+        manifest = args.corpus / "manifest.csv"
+        if args.mp3_rate:
+            manifest = transcoded(manifest, Path(scratch) / "mp3", args.mp3_rate, args.first)
+        dataset = load_dataset("manifest", manifest)
         for model in args.models.split(","):
             spec = get_model_spec(model)
             for path in args.paths.split(","):
@@ -92,8 +125,9 @@ def main() -> None:
                     timings.append(timing_of(name, found.pop("epoch_seconds")))
                     metrics[name] = found
                     references[name] = f"{model}, {path}, defaults"
+        corpus = f"{args.corpus.name} as MP3 at {args.mp3_rate} Hz" if args.mp3_rate else args.corpus.name
     notes = (
-        f"{torch.get_num_threads()} torch threads on CPU, corpus {args.corpus.name} "
+        f"{torch.get_num_threads()} torch threads on CPU, corpus {corpus} "
         f"({', '.join(f'{k} {len(v)}' for k, v in dataset.splits.items())} clips), {args.epochs} epochs per run. "
         "Median (ms) is one epoch: training plus validation; 'time / defaults' is that epoch against the "
         f"defaults' epoch of the same model and path. 'to {args.target}' columns: the first epoch whose "
@@ -101,7 +135,7 @@ def main() -> None:
         "No GPU was lent to the session that produced this file."
     )
     _, md = write_results(
-        args.out / "train_epochs_cpu", "Trainer efficiency: epochs to a score, old loop vs defaults",
+        args.out / args.stem, "Trainer efficiency: epochs to a score, old loop vs defaults",
         timings, None, {"epochs": args.epochs, "target": args.target, "corpus": str(args.corpus)},
         packages=("torch",), notes=notes, references=references, metrics=metrics,
         columns=(Column("windows_per_epoch", "windows / epoch", "d"),
