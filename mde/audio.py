@@ -89,13 +89,13 @@ _SFE_BAD_FILE = 7  # the MPEG decoder's answer to a .mp3 that holds no MPEG fram
 _SFE_UNIMPLEMENTED = 18
 
 
-def load_audio(path: str | os.PathLike[str], sr: int | None = None) -> tuple[np.ndarray, int]:
-    """Decode an audio file to mono float32 samples.
+def load_audio(path: str | os.PathLike[str], sr: int | None = None, channels: int = 1) -> tuple[np.ndarray, int]:
+    """Decode an audio file to mono (or, with ``channels``, multichannel) float32 samples.
 
     Any format libsndfile reads (WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, AU, ...) with any sample
-    format and channel count. Channels are averaged; with ``sr`` given and different from the file's
-    rate, the result is resampled with soxr 'HQ'. Unlike ``librosa.load``, the default keeps the
-    file's own rate (librosa resamples to 22050 Hz unless told ``sr=None``).
+    format and channel count. Channels are averaged (see ``channels``); with ``sr`` given and different
+    from the file's rate, the result is resampled with soxr 'HQ'. Unlike ``librosa.load``, the default
+    keeps the file's own rate (librosa resamples to 22050 Hz unless told ``sr=None``).
 
     Parameters
     ----------
@@ -103,11 +103,14 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None) -> tuple[np.
         The audio file.
     sr : int or None, default None
         Rate to resample to, in Hz (at least :data:`MIN_SAMPLE_RATE`); None keeps the file's rate.
+    channels : int, default 1
+        1: average the file's channels to mono. More: keep them (see :func:`fit_channels`: a mono file
+        is repeated on every channel, other channel counts are refused).
 
     Returns
     -------
-    samples : np.ndarray, float32, shape (samples,)
-        C-contiguous mono samples, full scale [-1, 1].
+    samples : np.ndarray, float32, shape (samples,), or (samples, channels) when ``channels`` > 1
+        C-contiguous samples, full scale [-1, 1].
     rate : int
         Their rate in Hz: ``sr`` when given, else the file's.
 
@@ -133,6 +136,8 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None) -> tuple[np.
         second).
     UnsupportedRateError
         The file's rate or ``sr`` is below :data:`MIN_SAMPLE_RATE`.
+    AudioError
+        ``channels`` > 1 and the file has another channel count than 1 or ``channels``.
 
     Every message is one line that starts with the path.
 
@@ -151,11 +156,13 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None) -> tuple[np.
     if sr is not None:
         _check_rate(sr, f"{path}: requested sample rate")
     with _decoder_notices_muted(), open_audio(path) as f:
-        samples = _read_mono(f)
+        samples = _read_all(f, mono=channels == 1)
         rate = f.samplerate
     if len(samples) == 0:
         raise EmptyAudioFile(f"{path}: the file holds no audio frames")
     check_samples(samples, str(path), sr=rate)
+    if channels > 1:
+        samples = fit_channels(samples, channels, str(path))
     if sr is None:
         return samples, rate
     return resample(samples, rate, sr), sr
@@ -176,12 +183,13 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(soxr.resample(x, sr_in, sr_out, quality=RESAMPLE_QUALITY), dtype=np.float32)
 
 
-def stream_resampler(sr_in: int, sr_out: int) -> soxr.ResampleStream:
-    """A mono float32 soxr stream resampler from ``sr_in`` to ``sr_out`` Hz: fed chunk by chunk (the last
-    with ``last=True``), it gives the samples :func:`resample` gives for the whole signal."""
+def stream_resampler(sr_in: int, sr_out: int, channels: int = 1) -> soxr.ResampleStream:
+    """A float32 soxr stream resampler from ``sr_in`` to ``sr_out`` Hz for ``channels`` channels (fed
+    (samples,) chunks for one, (samples, channels) for more): fed chunk by chunk (the last with
+    ``last=True``), it gives the samples :func:`resample` gives for the whole signal."""
     _check_rate(sr_in, "input sample rate")
     _check_rate(sr_out, "output sample rate")
-    return soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    return soxr.ResampleStream(sr_in, sr_out, channels, dtype="float32", quality=RESAMPLE_QUALITY)
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:
@@ -199,6 +207,21 @@ def to_mono(x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x[:, 0], dtype=np.float32)
     mono: np.ndarray = x.mean(axis=1, dtype=np.float32)
     return mono
+
+
+def fit_channels(x: np.ndarray, channels: int, origin: str) -> np.ndarray:
+    """``x`` ((frames,) or (frames, c) float32) as a model of ``channels`` channels takes it: mono
+    (frames,) for 1 (:func:`to_mono`), else (frames, channels), a mono signal repeated on every channel.
+    AudioError (one line starting with ``origin``) for another channel count than 1 or ``channels``."""
+    if channels == 1:
+        return to_mono(x)
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1):
+        return np.ascontiguousarray(np.repeat(x.reshape(len(x), 1), channels, axis=1))
+    if x.ndim != 2 or x.shape[1] != channels:
+        got = f"{x.shape[1]} channels" if x.ndim == 2 else f"shape {x.shape}"
+        raise AudioError(f"{origin}: {got}; a {channels}-channel model takes mono or {channels}-channel audio")
+    return np.ascontiguousarray(x)
 
 
 def check_samples(x: np.ndarray, origin: str, sr: int | None = None) -> None:
@@ -443,17 +466,19 @@ def read_blocks(f: sf.SoundFile, block_frames: int = 0) -> Iterator[np.ndarray]:
     _check_decoded(f, path, n)
 
 
-def _read_mono(f: sf.SoundFile) -> np.ndarray:
-    """Decode ``f`` to the end in blocks, averaging channels; a decoder error is CorruptAudioError."""
-    out = np.empty(min(max(f.frames, 0), _MAX_PREALLOC), np.float32)
+def _read_all(f: sf.SoundFile, mono: bool) -> np.ndarray:
+    """Decode ``f`` to the end in blocks, averaging channels when ``mono`` (else (frames, channels)); a
+    decoder error is CorruptAudioError."""
+    width: tuple[int, ...] = () if mono else (f.channels,)
+    out = np.empty((min(max(f.frames, 0), _MAX_PREALLOC // (1 if mono else f.channels)), *width), np.float32)
     n = 0
     for block in read_blocks(f):
         got = len(block)
         if n + got > len(out):
-            out.resize(max(2 * len(out), n + got), refcheck=False)
-        out[n : n + got] = to_mono(block)
+            out.resize((max(2 * len(out), n + got), *width), refcheck=False)
+        out[n : n + got] = to_mono(block) if mono else block
         n += got
-    out.resize(n, refcheck=False)
+    out.resize((n, *width), refcheck=False)
     return out
 
 

@@ -13,6 +13,19 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _find_fluidsynth():
+    from mde.trainer.data import synth_fluidsynth
+
+    return synth_fluidsynth.find_fluidsynth(), synth_fluidsynth.INSTALL_HINT
+
+
+FLUIDSYNTH, _FLUIDSYNTH_HINT = _find_fluidsynth()
+"""(fluidsynth command, GM SoundFont) when both are installed, else None."""
+needs_fluidsynth = pytest.mark.skipif(FLUIDSYNTH is None,
+                                      reason=f"fluidsynth or a GM SoundFont missing ({_FLUIDSYNTH_HINT})")
+
 SHARED_DATA = Path(os.environ.get("MDE_TEST_DATA") or REPO.parent / "shared" / "data")
 MTAT_CLIP = "audio/joram-moments_of_clarity-08-solipsism-59-88.mp3"
 MSD_CLIP = "audio/TRWJAZW128F42760DD_test.mp3"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_fluidsynth
 
 from mde.audio import load_audio
 from mde.errors import MdeError
@@ -15,10 +16,6 @@ from mde.trainer.data.synth import resolve_engine, synthesize_corpus
 from mde.trainer.data.synth_score import TAGS, compose
 
 RATE = 16000
-FLUIDSYNTH = synth_fluidsynth.find_fluidsynth()
-needs_fluidsynth = pytest.mark.skipif(
-    FLUIDSYNTH is None, reason=f"fluidsynth or a GM SoundFont missing ({synth_fluidsynth.INSTALL_HINT})"
-)
 
 
 @pytest.fixture(scope="module")

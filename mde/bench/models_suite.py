@@ -4,9 +4,10 @@ CPU rows: torch eager (the model file's graph run op by op by torch, fp32; mde.r
 Runtime fp32 (mde's default path, the reference of every ratio), ORT int8 (static QDQ, calibrated on
 the real audio) and ORT fp16, all on N threads (--threads; default all cores). GPU rows (--device
 cuda): torch eager fp32, torch fp16 + CUDA graphs (the reference), ORT CUDA (onnxruntime-gpu) and
-TensorRT where installed. The timed call is one backend.run on a batch of log-mel windows cut from the
-MTAT clip (front end not timed). Models: the default model (MTT_musicnn, which takes any window length)
-at 0.5, 3.7 and 29 s, plus any first-seed models in the store at their own window; --models to choose.
+TensorRT where installed. The timed call is one backend.run on a batch of network inputs (log-mel
+windows, or a waveform model's transformed windows) cut from the MTAT clip (front end not timed).
+Models: the default model (MTT_musicnn, which takes any window length) at 0.5, 3.7 and 29 s, plus any
+first-seed models in the store at their own window; --models to choose (waveform models too).
 
 Per row: x real time (seconds of audio per second: batch x window / median) and achieved GFLOP/s (the
 graph's Conv / MatMul / Gemm FLOPs at that input shape, mde.bench.flops, over the median) as a
@@ -130,22 +131,24 @@ def capped_batch(batch: int, window_s: float) -> int:
 
 
 def model_input(info: ModelInfo, window: Optional[float], batch: int, settings: BenchSettings) -> np.ndarray:
-    """float32 (batch, n_mels, frames): ``batch`` consecutive windows of ``window`` seconds, as the
-    runtime cuts them, from the reference clip tiled to length (or a synthesized signal)."""
-    from mde.audio import load_audio
+    """float32 (batch, n_mels, frames) for a log-mel model, (batch, [channels,] samples) for a waveform
+    one: ``batch`` consecutive windows of ``window`` seconds, as the runtime cuts them, from the reference
+    clip tiled to length (or a synthesized signal)."""
+    from mde.audio import fit_channels, load_audio
     from mde.export.examples import example_signal
     from mde.runtime.chunker import frame_grid
-    from mde.runtime.extractor import frame_inputs
-    from mde.runtime.frontend import MelSpectrogram
+    from mde.runtime.inputs import frame_inputs, input_stage
 
     grid = frame_grid(info, window=window)
     rate = info.sample_rate
     needed = grid.min_samples + int((batch + 1) * grid.window_seconds * rate)
     clip = reference_clip(settings)
-    samples = load_audio(clip, sr=rate)[0] if clip is not None else example_signal(needed, rate)
-    samples = np.ascontiguousarray(np.resize(samples, needed))
-    frontend = MelSpectrogram.from_config(info.frontend, threads=settings.n_threads)  # type: ignore[arg-type]
-    _, batches = frame_inputs(samples, grid, frontend, batch)
+    if clip is not None:
+        samples = load_audio(clip, sr=rate, channels=info.channels)[0]
+    else:
+        samples = fit_channels(example_signal(needed, rate), info.channels, "the example signal")
+    samples = np.ascontiguousarray(np.resize(samples, (needed, *samples.shape[1:])))
+    _, batches = frame_inputs(samples, grid, input_stage(info, threads=settings.n_threads), batch)
     return next(batches)
 
 
@@ -275,8 +278,9 @@ def run(settings: BenchSettings) -> SuiteResult:
                     }
     peak_sources = {"fp32": peak[False].source, "fp16": peak[True].source}
     text = (
-        f"Threads: {settings.n_threads} (ORT intra-op and torch). One backend.run of a batch of log-mel windows "
-        "cut from the MTAT clip (front end and decoding not timed); calls interleaved per group; ratio = median / "
+        f"Threads: {settings.n_threads} (ORT intra-op and torch). One backend.run of a batch of log-mel (or "
+        "waveform) windows cut from the MTAT clip (front end and decoding not timed); calls interleaved per "
+        "group; ratio = median / "
         f"{reference}'s median in the same group. x real time = batch x window seconds / median. GFLOP/s: "
         "Conv + MatMul + Gemm FLOPs of the fp32 graph at that input shape (ONNX shape inference) / median; int8 "
         "rows do the same arithmetic in 8 bits. The large batch holds at most "

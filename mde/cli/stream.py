@@ -35,7 +35,7 @@ def stream(
     capture_rate: Optional[float] = typer.Option(None, "--capture-rate", help="Capture rate in Hz for --mic, 8000 to 384000 (default: the device's rate). Audio is resampled to each model's rate."),
     rate: Optional[float] = typer.Option(None, "--rate", help="Sample rate in Hz of the --stdin data, 8000 to 384000."),
     sample_format: str = typer.Option("s16le", "--format", help="Sample format of the --stdin data: s16le or f32le."),
-    channels: Optional[int] = typer.Option(None, "--channels", help="Interleaved channels of --stdin data (default 1), or channels captured by --mic (default up to 2), at most 64; mixed to mono."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Interleaved channels of --stdin data (default 1), or channels captured by --mic (default up to 2), at most 64; mixed to mono (kept as they are for a stereo waveform model, a mono source repeated on both channels)."),
     fast: bool = typer.Option(False, "--as-fast-as-possible", help="With --file: read as fast as compute allows instead of at real time (nothing is dropped)."),
     scales: str = typer.Option("0.5,3.7,29", "--scales", help=SCALES_HELP),
     models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),

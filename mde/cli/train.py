@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from mde.cli.console import err, file_progress, out, stage_progress
 from mde.cli.options import number_or
 from mde.errors import MdeError, MissingExtraError
+from mde.trainer.config import default_settings
 
 DATASET_HELP = "Data source: mtat (annotations_final.csv + mp3 tree), gtzan (genres/<genre>/*), manifest (CSV path,split,tags)."
 DATA_HELP = "The dataset folder (mtat, gtzan) or manifest CSV file."
@@ -27,60 +28,93 @@ TRAIN_EXTRA_PACKAGES = {"torch": "torch", "sklearn": "scikit-learn"}
 """Modules of the 'train' extra that these commands need, and the package that provides each."""
 
 
-def _needs(purpose: str, *modules: str) -> None:
+def needs_train_extra(purpose: str, *modules: str) -> None:
     """MissingExtraError naming the 'train' extra unless every module is installed (found, not imported)."""
     for module in modules:
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError(TRAIN_EXTRA_PACKAGES[module], "train", purpose)
 
 
+RECIPE = "the model's recipe, else"
+"""How each setting's help names its default: the model family's recipe first (see TrainConfig.for_model)."""
+_DEFAULTS = default_settings()
+
+
+def _default(name: str) -> str:
+    """"(default: the model's recipe, else X)" for the TrainConfig setting ``name`` (rich would take
+    square brackets for markup)."""
+    value = _DEFAULTS[name]
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, list):
+        shown = ",".join(map(str, value)) or "none"
+    else:
+        shown = "none" if value is None else str(value)
+    return f"(default: {RECIPE} {shown})"
+
+
 def train(
-    model: str = typer.Option(..., "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg."),
+    model: str = typer.Option(..., "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg (log-mel); soundnet, music2vec, samplecnn (with --block) (waveform)."),
     dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     out_dir: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, logs and metrics.json."),
+    block: Optional[str] = typer.Option(None, "--block", help="With --model samplecnn: its block type, basic (samplecnn), se (samplecnn_se), res (samplecnn_res) or rese (samplecnn_rese). (default: basic)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache made by 'mde prepare' for this dataset (faster epochs), or 'auto': a temporary one in the run folder when the decoded audio is over --memory-budget (under it, it is kept in memory anyway)."),
     memory_budget: float = typer.Option(2.0, "--memory-budget", help="GiB of float32 kept in memory instead of read again: the decoded train and valid audio, and the validation inputs (computed once when they fit). 0: decode every file at every use."),
-    epochs: int = typer.Option(10, "--epochs", help="Passes over the training split."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Windows (random crops) per optimizer step."),
-    crops_per_clip: str = typer.Option("auto", "--crops-per-clip", help="Random crops per clip per epoch: a number (1: the sota recipe) or 'auto' (as many as non-overlapping windows fit in the clip, at most 4)."),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw, adam or sgd (SGD uses Nesterov momentum)."),
-    weight_decay: float = typer.Option(1e-4, "--weight-decay", help="Weight decay."),
-    schedule: str = typer.Option("plateau", "--schedule", help="none, plateau (ReduceLROnPlateau on validation loss), step (decay at --milestones) or adam_then_sgd (the sota recipe: switch to SGD at --switch-epoch)."),
-    milestones: Optional[str] = typer.Option(None, "--milestones", help="Comma-separated epochs at which the learning rate is multiplied by --gamma."),
-    gamma: float = typer.Option(0.1, "--gamma", help="Learning-rate factor at each milestone."),
-    switch_epoch: int = typer.Option(0, "--switch-epoch", help="adam_then_sgd: the epoch at which SGD takes over."),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this value."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Passes over the training split. {_default('epochs')}"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Windows (random crops) per optimizer step. {_default('batch_size')}"),
+    crops_per_clip: Optional[str] = typer.Option(None, "--crops-per-clip", help=f"Random crops per clip per epoch: a number (1: the sota recipe) or 'auto' (as many as non-overlapping windows fit in the clip, at most 4). {_default('crops_per_clip')}"),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Learning rate. {_default('lr')}"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=f"adamw, adam, sgd (Nesterov momentum) or rmsprop (Keras' RMSprop). {_default('optimizer')}"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"Weight decay. {_default('weight_decay')}"),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help=f"none, plateau (ReduceLROnPlateau on validation loss), step (decay at --milestones) or adam_then_sgd (the sota recipe: switch to SGD at --switch-epoch). {_default('schedule')}"),
+    milestones: Optional[str] = typer.Option(None, "--milestones", help=f"Comma-separated epochs at which the learning rate is multiplied by --gamma. {_default('milestones')}"),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help=f"Learning-rate factor at each milestone. {_default('gamma')}"),
+    switch_epoch: Optional[int] = typer.Option(None, "--switch-epoch", help=f"adam_then_sgd: the epoch at which SGD takes over. {_default('switch_epoch')}"),
+    switch_lr: Optional[float] = typer.Option(None, "--switch-lr", help=f"adam_then_sgd: SGD's learning rate at the switch. (default: {RECIPE} --lr)"),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help=f"Clip the gradient norm to this value. {_default('grad_clip')}"),
     no_amp: bool = typer.Option(False, "--no-amp", help="Turn off mixed precision on CUDA (never used on CPU)."),
-    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after this many epochs without a better validation score."),
-    eval_crops: str = typer.Option("16", "--eval-crops", help="Windows averaged per clip at evaluation: a number (evenly spaced) or 'all' (non-overlapping, as the runtime cuts them)."),
-    single_label: bool = typer.Option(False, "--single-label", help="One class per clip (softmax, accuracy); gtzan always is."),
+    early_stop: Optional[int] = typer.Option(None, "--early-stop", help=f"Stop after this many epochs without a better validation score. {_default('early_stop')}"),
+    eval_crops: Optional[str] = typer.Option(None, "--eval-crops", help=f"Windows averaged per clip at evaluation: a number (evenly spaced) or 'all' (non-overlapping, as the runtime cuts them). {_default('eval_crops')}"),
+    single_label: Optional[bool] = typer.Option(None, "--single-label/--multi-label", help=f"One class per clip (softmax, accuracy), or any number of tags (sigmoid, ROC-AUC); gtzan always is single-label. {_default('single_label')}"),
     merge_synonyms: bool = typer.Option(False, "--merge-synonyms", help="mtat: merge synonymous tags (the multi-scale seed's list) before taking the top 50."),
     workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     seed: int = typer.Option(0, "--seed", help="Random seed (crops, shuffling, initialization)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (--epochs may be raised)."),
 ) -> None:
-    """Train a model; the best checkpoint (by validation ROC-AUC, or accuracy) is evaluated on the test split."""
-    _needs("Training", "torch", "sklearn")
+    """Train a model; the best checkpoint (by validation ROC-AUC, or accuracy) is evaluated on the test split.
+
+    Training settings left out come from the model family's recipe (its source's training, see the README's recipes), else the defaults shown; config.json in the run folder keeps the values used.
+    """
+    needs_train_extra("Training", "torch", "sklearn")
     from mde.trainer.config import TrainConfig
     from mde.trainer.loop import Trainer
+    from mde.trainer.models.samplecnn import samplecnn_model
 
-    config = TrainConfig(
-        model=model, dataset=dataset, data=str(data), out=str(out_dir), cache=str(cache) if cache else None,
-        memory_budget=memory_budget,
-        single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms, epochs=epochs,
-        batch_size=batch_size, crops_per_clip=_auto(number_or(crops_per_clip, "auto", "--crops-per-clip", int)),
-        lr=lr, weight_decay=weight_decay,
-        optimizer=optimizer, schedule=schedule,
-        milestones=_int_list(milestones), gamma=gamma, switch_epoch=switch_epoch, grad_clip=grad_clip,
-        amp=not no_amp, early_stop=early_stop, eval_crops=number_or(eval_crops, "all", "--eval-crops", int),
-        workers=workers, device=device,
-        seed=seed,
+    given = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
+        "schedule": schedule, "gamma": gamma, "switch_epoch": switch_epoch, "switch_lr": switch_lr,
+        "grad_clip": grad_clip, "early_stop": early_stop, "single_label": single_label,
+    }
+    settings: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    if crops_per_clip is not None:
+        settings["crops_per_clip"] = _auto(number_or(crops_per_clip, "auto", "--crops-per-clip", int))
+    if eval_crops is not None:
+        settings["eval_crops"] = number_or(eval_crops, "all", "--eval-crops", int)
+    if milestones is not None:
+        settings["milestones"] = _int_list(milestones)
+    if no_amp:
+        settings["amp"] = False
+    if dataset == "gtzan":
+        settings["single_label"] = True
+    config = TrainConfig.for_model(
+        samplecnn_model(model, block), dataset=dataset, data=str(data), out=str(out_dir),
+        cache=str(cache) if cache else None, memory_budget=memory_budget, merge_synonyms=merge_synonyms,
+        workers=workers, device=device, seed=seed, **settings,
     )
     trainer = Trainer(config, resume=resume)
-    err.print(f"training {model} on {trainer.device} ({trainer.data.dataset.name}: "
+    err.print(f"training {config.model} on {trainer.device} ({trainer.data.dataset.name}: "
               + ", ".join(f"{k} {len(v)}" for k, v in trainer.data.dataset.splits.items()) + " clips)")
     with stage_progress() as report:
         note = trainer.prepare_data(report)
@@ -143,13 +177,25 @@ def evaluate(
     eval_crops: str = typer.Option("16", "--eval-crops", help="Run folders: windows per clip, a number or 'all'. Model files always use all windows."),
     single_label: bool = typer.Option(False, "--single-label", help="One class per clip (adds accuracy, precision, recall, F1)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics to this JSON file."),
+    figures: Optional[Path] = typer.Option(None, "--figures", help="Single-label: also write confusion_matrix.png (two panels: counts, and counts normalised per true class) and confusion_matrix.csv into this folder."),
 ) -> None:
     """Evaluate a trained run or a model file on a dataset split: ROC-AUC, PR-AUC, loss (and accuracy...)."""
-    _needs("Evaluating", "sklearn")
+    needs_train_extra("Evaluating", "sklearn")
     from mde.trainer.assess import assess
 
+    single_label = single_label or dataset == "gtzan"
+    if figures is not None and not single_label:
+        raise MdeError("--figures draws a confusion matrix: it needs a single-label evaluation (--single-label)")
     crops = number_or(eval_crops, "all", "--eval-crops", int)
-    metrics = assess(target, dataset, data, split, crops, single_label or dataset == "gtzan")
+    metrics = assess(target, dataset, data, split, crops, single_label)
+    if figures is not None:
+        if "confusion" not in metrics:
+            raise MdeError(f"{target}: this evaluation has no confusion matrix (a model file needs every class "
+                           "of the dataset among its tags)")
+        from mde.trainer.metrics import write_confusion_matrix
+
+        csv_path, png_path = write_confusion_matrix(metrics["confusion"], metrics["class_names"], figures)
+        err.print(f"wrote {png_path} and {csv_path}")
     text = json.dumps(metrics, indent=2)
     if out_file:
         from mde.atomic import atomic_path
@@ -178,7 +224,7 @@ def prepare(
 
     frontend = None
     if model:
-        _needs("--model", "torch")
+        needs_train_extra("--model", "torch")
         from mde.trainer.models import get_model_spec
 
         spec = get_model_spec(model)

@@ -1,16 +1,18 @@
-"""Log-mel windows of real audio, cut exactly as the runtime cuts them, for int8 calibration and parity.
+"""Network inputs of real audio windows, cut exactly as the runtime cuts them, for int8 calibration and
+parity: log-mels for log-mel models, transformed samples for waveform models.
 
 The audio comes from a folder (every audio file under it), a manifest CSV (its ``path`` column, all
 splits) or a single audio file. A file that cannot be opened or decoded is skipped with a note; only a
 source with no usable file, or too little audio, is an error.
 
-Each file is decoded at the model's rate (mono) and framed with the model's grid
-(:func:`mde.runtime.chunker.frame_grid`); frames go through the C front end like ``Model.embed``. The
-hop between windows is given in seconds, or chosen from the audio (``hop=None``, 'auto'): the model's
-hop when that gives ``limit`` windows, else the longest hop that does, but never shorter than one
-spectrogram frame (``hop_length`` samples: a shorter shift only repeats frames). At most ``limit``
-windows, evenly spread over all those the audio gives, are computed, one file at a time: memory holds
-one decoded file and the chosen windows (``limit`` x n_mels x frames float32), whatever the audio's length.
+Each file is decoded at the model's rate (mono, or stereo for a stereo model) and framed with the
+model's grid (:func:`mde.runtime.chunker.frame_grid`); frames go through the model's input stage
+(:mod:`mde.runtime.inputs`) like ``Model.embed``. The hop between windows is given in seconds, or chosen
+from the audio (``hop=None``, 'auto'): the model's hop when that gives ``limit`` windows, else the
+longest hop that does, but never shorter than one spectrogram frame (``hop_length`` samples: a shorter
+shift only repeats frames) or, for a waveform model, FINEST_WAVEFORM_HOP_S. At most ``limit`` windows,
+evenly spread over all those the audio gives, are computed, one file at a time: memory holds one
+decoded file and the chosen windows (``limit`` network inputs, float32), whatever the audio's length.
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ from typing import Optional
 import numpy as np
 
 from mde.audio import find_audio_files, load_audio, open_audio, pad_to_length
-from mde.errors import AudioError, MdeError, ModelError
+from mde.errors import AudioError, MdeError
 from mde.export.progress import Progress, no_progress
 from mde.runtime.chunker import FrameGrid, cut_frames, frame_grid
-from mde.runtime.extractor import model_inputs
-from mde.runtime.frontend import MelSpectrogram
+from mde.runtime.inputs import frame_source, input_stage, model_inputs
 from mde.runtime.package import ModelInfo
 
 MANIFEST_SUFFIX = ".csv"
 CALIBRATION_BATCH = 64
-"""Windows cut and run through the front end at a time."""
+"""Windows cut and run through the input stage at a time."""
+FINEST_WAVEFORM_HOP_S = 0.01
+"""The shortest automatic hop of a waveform model, in seconds (it has no spectrogram frame to bound it)."""
 READING = "reading calibration audio"
 """The progress stage of decoding the calibration files (counted in files)."""
 
@@ -88,8 +91,9 @@ class CalibrationPlan:
 def audio_windows(source: str | os.PathLike[str], info: ModelInfo, hop: Optional[float] = None,
                   limit: Optional[int] = None, minimum: int = 1, on_note: Optional[Notes] = None,
                   on_progress: Progress = no_progress) -> np.ndarray:
-    """float32 (n, n_mels, frames): the model inputs of up to ``limit`` windows (all without a limit) of
-    the audio in ``source``, evenly spread over every window it gives.
+    """float32 (n, ...): the model inputs ((n, n_mels, frames) log-mels or (n, [channels,] samples)
+    waveforms) of up to ``limit`` windows (all without a limit) of the audio in ``source``, evenly spread
+    over every window it gives.
 
     hop: seconds between frame starts; None chooses it from the audio (see the module docstring; without
     a limit, the model's hop). minimum: the fewest windows accepted (MdeError naming how much audio is
@@ -112,8 +116,6 @@ def audio_windows(source: str | os.PathLike[str], info: ModelInfo, hop: Optional
 def plan_windows(source: str | os.PathLike[str], info: ModelInfo, hop: Optional[float] = None,
                  limit: Optional[int] = None, minimum: int = 1, on_note: Optional[Notes] = None) -> CalibrationPlan:
     """The windows :func:`audio_windows` computes, from the files' headers (no decoding)."""
-    if info.frontend is None:
-        raise ModelError(f"{info.name}: calibration needs a model with a log-mel front end")
     paths = audio_paths(source)
     files, lengths, skipped = [], [], []
     for path in paths:
@@ -150,30 +152,29 @@ def plan_windows(source: str | os.PathLike[str], info: ModelInfo, hop: Optional[
 
 def plan_inputs(plan: CalibrationPlan, info: ModelInfo, on_note: Optional[Notes] = None,
                 on_progress: Progress = no_progress) -> Iterator[np.ndarray]:
-    """float32 (<= CALIBRATION_BATCH, n_mels, frames) model inputs of the planned windows, file by file.
+    """float32 model inputs of the planned windows, at most CALIBRATION_BATCH at a time, file by file.
 
     A file that fails to decode is skipped (``on_note``); in a file whose decoded length gives fewer
     windows than its header promised (MP3 lengths are estimates), the picks past its end take its last window.
     """
-    assert info.frontend is not None
-    frontend = MelSpectrogram.from_config(info.frontend)
+    stage = input_stage(info)
     grid = plan.grid
     for done, (path, picks) in enumerate(zip(plan.files, plan.picks), 1):
         if len(picks):
             try:
-                samples, _ = load_audio(path, sr=info.sample_rate)
+                samples, _ = load_audio(path, sr=info.sample_rate, channels=info.channels)
             except AudioError as exc:
                 if on_note:
                     on_note(f"skipped calibration file {_skipped(path, exc)}")
                 samples = None
             if samples is not None:
                 samples, _ = pad_to_length(samples, grid.min_samples)
-                source = samples if grid.unit == "sample" else frontend(samples)
+                source = frame_source(samples) if grid.unit == "sample" else stage.whole(samples)
                 starts = grid.starts(source.shape[-1])
                 starts = starts[np.minimum(picks, len(starts) - 1)]
                 for first in range(0, len(starts), CALIBRATION_BATCH):
                     frames = cut_frames(source, starts[first : first + CALIBRATION_BATCH], grid.length)
-                    yield model_inputs(frames, grid, frontend)
+                    yield model_inputs(frames, grid, stage)
         on_progress(READING, done, len(plan.files))
 
 
@@ -193,8 +194,10 @@ def _skipped(path: Path, exc: Exception) -> str:
 def _units(grid: FrameGrid, info: ModelInfo, n_samples: int) -> int:
     """Grid units (samples or spectrogram frames) of a clip of ``n_samples``, padded to one frame."""
     n_samples = max(n_samples, grid.min_samples)
-    assert info.frontend is not None
-    return n_samples if grid.unit == "sample" else info.frontend.n_frames(n_samples)
+    if grid.unit == "sample":
+        return n_samples
+    assert info.frontend is not None  # mel patches: checked with the metadata
+    return info.frontend.n_frames(n_samples)
 
 
 def _count(units: int, grid: FrameGrid) -> int:
@@ -202,9 +205,12 @@ def _count(units: int, grid: FrameGrid) -> int:
 
 
 def _finest_step(grid: FrameGrid, info: ModelInfo) -> int:
-    """The shortest automatic step, in grid units: one spectrogram frame (not above the model's step)."""
-    assert info.frontend is not None
-    frame = info.frontend.hop_length if grid.unit == "sample" else 1
+    """The shortest automatic step, in grid units: one spectrogram frame, or FINEST_WAVEFORM_HOP_S for a
+    waveform model (not above the model's step)."""
+    if info.frontend is None:
+        frame = max(1, round(FINEST_WAVEFORM_HOP_S * info.sample_rate))
+    else:
+        frame = info.frontend.hop_length if grid.unit == "sample" else 1
     return min(frame, grid.step)
 
 

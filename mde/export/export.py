@@ -3,7 +3,8 @@ file in fp32, fp16 or int8.
 
 Sources:
 * a run folder (or its ``checkpoints/best.pt``): the registry network is rebuilt with the run's tag
-  count and best weights, and its metadata is made from the registry entry and the run;
+  count and best weights, and its metadata is made from the registry entry and the run (a log-mel
+  network's front end, or a waveform network's rate, channels and input transform);
 * a first-seed ``.ckpt``: read by :mod:`mde.export.importers.seed`;
 * a stored model name or an ``.onnx`` file (fp32): only the precision conversion applies.
 
@@ -161,8 +162,9 @@ def _load_run(best: Path, run_name: str):
     info = ModelInfo(
         name=run_name, architecture=spec.architecture, source=f"mde train run {best.parent.parent}",
         licence=RUN_LICENCE, sample_rate=spec.sample_rate, window_samples=window, hop_samples=window,
-        input_kind="logmel", framing=spec.framing, frontend=spec.frontend, embedding_dim=spec.embedding_dim,
-        tag_names=tag_names,
+        input_kind="waveform" if spec.frontend is None else "logmel", framing=spec.framing,
+        frontend=spec.frontend, embedding_dim=spec.embedding_dim, tag_names=tag_names,
+        channels=spec.channels, input_transform=spec.input_transform if spec.frontend is None else None,
         embedding_output=spec.embedding_output, tags_output="tags",
         outputs={spec.embedding_output: spec.embedding_dim, "tags": len(tag_names)}, patch_frames=patch,
         variable_length=spec.variable_length, metrics=dict(checkpoint.get("valid", {})),

@@ -1,9 +1,11 @@
-"""Export a torch network that takes a log-mel to an mde model file (ONNX with mde metadata).
+"""Export a torch network to an mde model file (ONNX with mde metadata).
 
-The graph has one input ``logmel`` (batch, n_mels, frames) and one output per key of ``info.outputs``
-(e.g. ``embedding``, ``tags``), each (batch, size); the batch axis is dynamic (named 'batch'), and the
-frame axis too when ``info.variable_length``. Before the bytes are returned, ONNX Runtime's outputs are
-compared with torch's on the example batch (:func:`check_parity`).
+The graph has one input: ``logmel`` (batch, n_mels, frames) for a log-mel model, ``waveform`` (batch,
+samples) or (batch, channels, samples) for a waveform model (the samples after the model's input
+transform, which the runtime applies). It has one output per key of ``info.outputs`` (e.g.
+``embedding``, ``tags``), each (batch, size); the batch axis is dynamic (named 'batch'), and the frame or
+sample axis too when ``info.variable_length``. Before the bytes are returned, ONNX Runtime's outputs
+are compared with torch's on the example batch (:func:`check_parity`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from mde.errors import MissingExtraError, ModelError, ParityError
 from mde.runtime.package import METADATA_KEY, ModelInfo
 
 INPUT_NAME = "logmel"
+"""The graph input of a log-mel model."""
+WAVEFORM_INPUT_NAME = "waveform"
+"""The graph input of a waveform model."""
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 
@@ -33,8 +38,8 @@ class _NamedOutputs(nn.Module):
         self.module = module
         self.names = tuple(names)
 
-    def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _as_tuple(self.module(logmel), self.names)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _as_tuple(self.module(x), self.names)
 
 
 def _as_tuple(result: Any, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
@@ -46,11 +51,24 @@ def _as_tuple(result: Any, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
     return values
 
 
-def export_onnx(module: nn.Module, example_logmel: np.ndarray, info: ModelInfo, opset: int = 17,
+def input_name(info: ModelInfo) -> str:
+    """The graph input's name for the model's input kind."""
+    return WAVEFORM_INPUT_NAME if info.input_kind == "waveform" else INPUT_NAME
+
+
+def input_rank(info: ModelInfo) -> int:
+    """The graph input's rank: 3 for (batch, n_mels, frames) and (batch, channels, samples), 2 for
+    (batch, samples)."""
+    return 2 if info.input_kind == "waveform" and info.channels == 1 else 3
+
+
+def export_onnx(module: nn.Module, example_inputs: np.ndarray, info: ModelInfo, opset: int = 17,
                 atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> bytes:
     """Serialized ONNX of ``module`` (put in eval mode) with ``info`` in its metadata.
 
-    example_logmel: float32 (batch, n_mels, frames) used to trace the graph and to check parity.
+    example_inputs: float32 network inputs ((batch, n_mels, frames) log-mels, or (batch, [channels,]
+    samples) transformed waveforms; see :func:`mde.export.examples.example_inputs`) used to trace the
+    graph and to check parity.
     Raises ParityError when ONNX Runtime and torch differ beyond ``atol + rtol * max|torch output|``.
     """
     try:
@@ -62,40 +80,44 @@ def export_onnx(module: nn.Module, example_logmel: np.ndarray, info: ModelInfo, 
     if not names:
         raise ValueError("ModelInfo.outputs names no output")
     module.eval()
-    axes = {0: "batch", 2: "frames"} if info.variable_length else {0: "batch"}
-    dynamic_axes = {INPUT_NAME: axes, **{name: {0: "batch"} for name in names}}
+    rank, name_in = input_rank(info), input_name(info)
+    length_axis = "samples" if info.input_kind == "waveform" else "frames"
+    axes = {0: "batch", rank - 1: length_axis} if info.variable_length else {0: "batch"}
+    dynamic_axes = {name_in: axes, **{name: {0: "batch"} for name in names}}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         torch.onnx.export(
-            _NamedOutputs(module, names), (torch.from_numpy(_as_batch(example_logmel)),),
+            _NamedOutputs(module, names), (torch.from_numpy(_as_batch(example_inputs, rank)),),
             buffer,  # type: ignore[arg-type]  # the TorchScript exporter also writes to a file object
-            dynamo=False, input_names=[INPUT_NAME], output_names=names, dynamic_axes=dynamic_axes,
+            dynamo=False, input_names=[name_in], output_names=names, dynamic_axes=dynamic_axes,
             opset_version=opset,
         )
     model = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(model, {METADATA_KEY: info.to_json()})
     onnx.checker.check_model(model)
     data = model.SerializeToString()
-    check_parity(data, module, example_logmel, atol=atol, rtol=rtol)
+    check_parity(data, module, example_inputs, atol=atol, rtol=rtol)
     return data
 
 
-def check_parity(onnx_bytes: bytes, module: nn.Module, example_logmel: np.ndarray,
+def check_parity(onnx_bytes: bytes, module: nn.Module, example_inputs: np.ndarray,
                  atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> dict[str, float]:
-    """Max |ONNX Runtime - torch| per output name on ``example_logmel``; ParityError beyond tolerance.
+    """Max |ONNX Runtime - torch| per output name on ``example_inputs`` (a batch of network inputs);
+    ParityError beyond tolerance.
 
     The tolerance of an output is ``atol + rtol * max|torch output|``.
     """
     import onnxruntime as ort
 
-    logmel = _as_batch(example_logmel)
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    [graph_input] = session.get_inputs()
+    batch = _as_batch(example_inputs, len(graph_input.shape))
     names = [output.name for output in session.get_outputs()]
-    got = dict(zip(names, session.run(names, {INPUT_NAME: logmel})))
+    got = dict(zip(names, session.run(names, {graph_input.name: batch})))
     module.eval()
     with torch.no_grad():
-        want = _as_tuple(module(torch.from_numpy(logmel)), names)
+        want = _as_tuple(module(torch.from_numpy(batch)), names)
     deltas: dict[str, float] = {}
     failures = []
     for name, output in zip(names, want):
@@ -131,8 +153,8 @@ def with_metadata(model: Any, info: ModelInfo) -> bytes:
     return model.SerializeToString()
 
 
-def _as_batch(logmel: np.ndarray) -> np.ndarray:
-    logmel = np.ascontiguousarray(logmel, dtype=np.float32)
-    if logmel.ndim != 3:
-        raise ValueError(f"example log-mel must be (batch, n_mels, frames), got shape {logmel.shape}")
-    return logmel
+def _as_batch(inputs: np.ndarray, rank: int) -> np.ndarray:
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    if inputs.ndim != rank:
+        raise ValueError(f"example inputs must have {rank} axes (batch first), got shape {inputs.shape}")
+    return inputs

@@ -2,8 +2,8 @@
 
 * :func:`to_fp16`: float16 weights and arithmetic, float32 graph inputs and outputs (onnxconverter-common).
 * :func:`to_int8`: static QDQ quantization (int8 weights per channel, uint8 activations), calibrated on
-  log-mel windows of real audio (onnxruntime.quantization), after the exact fp32 rewrites of
-  :mod:`mde.export.graph_rewrite`.
+  the network inputs (log-mels, or transformed waveforms) of real audio windows (onnxruntime.quantization),
+  after the exact fp32 rewrites of :mod:`mde.export.graph_rewrite`.
 
 Both keep the ONNX metadata (with ``precision`` updated) so the result is a complete model file that
 the runtime loads like any other. :func:`compare` gives the agreement figures the checks are based on.
@@ -29,7 +29,7 @@ from mde.export.graph_rewrite import (
     pool_before_post_relu_batchnorm,
     transpose_column_convs,
 )
-from mde.export.onnx_export import INPUT_NAME, read_metadata, with_metadata
+from mde.export.onnx_export import input_name, read_metadata, with_metadata
 from mde.export.progress import Progress, no_progress
 from mde.runtime.chunker import frame_grid
 from mde.runtime.extractor import frames_per_call
@@ -81,7 +81,7 @@ same or better on FCN29 and MTT_musicnn)."""
 
 @dataclass(frozen=True)
 class Agreement:
-    """How a reduced-precision model agrees with its fp32 source on the same log-mel windows.
+    """How a reduced-precision model agrees with its fp32 source on the same network inputs.
 
     cosine_min, cosine_mean: cosine similarity of the embedding output, per window.
     tags_max_delta: largest |reduced - fp32| tag probability (None without a tags output).
@@ -104,7 +104,8 @@ class Agreement:
 
 def to_fp16(model_bytes: bytes, windows: np.ndarray, on_progress: Progress = no_progress) -> tuple[bytes, Agreement]:
     """The model with float16 weights and compute (float32 in and out), and its agreement with fp32 on
-    ``windows`` (float32 (n, n_mels, frames) log-mels). ParityError below FP16_MIN_COSINE or above
+    ``windows`` (float32 network inputs, (n, n_mels, frames) log-mels or (n, [channels,] samples)
+    waveforms). ParityError below FP16_MIN_COSINE or above
     FP16_TAGS_ATOL. Every op of the mde architectures (Conv, BatchNormalization, MaxPool, Gemm, ...) has
     a float16 kernel on ONNX Runtime's CPU provider, so no op is kept in float32."""
     try:
@@ -132,7 +133,7 @@ def to_fp16(model_bytes: bytes, windows: np.ndarray, on_progress: Progress = no_
 def to_int8(model_bytes: bytes, calibration_windows: np.ndarray, check_windows: np.ndarray | None = None,
             on_progress: Progress = no_progress) -> tuple[bytes, Agreement]:
     """The model statically quantized to int8 (QDQ, per-channel int8 weights, uint8 activations, MinMax
-    ranges from ``calibration_windows``: float32 (n >= 100, n_mels, frames) log-mels of real audio) and
+    ranges from ``calibration_windows``: float32 network inputs of n >= 100 windows of real audio) and
     its agreement with fp32 on ``check_windows`` (default: the calibration windows). ParityError below
     INT8_MIN_COSINE; MdeError for fewer than MIN_CALIBRATION_WINDOWS windows. ``on_progress`` counts the
     windows calibrated (CALIBRATING), then those checked."""
@@ -161,7 +162,8 @@ def to_int8(model_bytes: bytes, calibration_windows: np.ndarray, check_windows: 
         _check_rewrite(model_bytes, prepared.read_bytes(), checked[:REWRITE_CHECK_WINDOWS])
         quantize_static(
             str(prepared), str(quantized),
-            _CalibrationReader(calibration_windows, _per_call(model_bytes, CALIBRATION_BATCH), on_progress),
+            _CalibrationReader(calibration_windows, _per_call(model_bytes, CALIBRATION_BATCH),
+                               input_name(read_metadata(model_bytes)), on_progress),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=getattr(QuantType, ACTIVATION_TYPE),
             weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE, calibrate_method=CalibrationMethod.MinMax,
             op_types_to_quantize=list(INT8_OP_TYPES), nodes_to_exclude=float_nodes(model),
@@ -225,7 +227,7 @@ def float_nodes(model: Any) -> list[str]:
 def compare(reference: bytes, candidate: bytes, windows: np.ndarray, batch: int = COMPARE_BATCH,
             on_progress: Progress = no_progress, stage: str = "checking") -> Agreement:
     """Agreement of ``candidate`` with ``reference`` (two serialized mde models of the same graph
-    outputs) on float32 (n, n_mels, frames) log-mel ``windows``, both run on ONNX Runtime's CPU provider,
+    outputs) on float32 network inputs ``windows``, both run on ONNX Runtime's CPU provider,
     ``batch`` windows per call (fewer for long windows, as the runtime runs them).
     ``on_progress`` gets ``stage`` and the windows run so far out of 2 n (both models)."""
     info = read_metadata(reference)
@@ -261,9 +263,10 @@ def _run(model: bytes, windows: np.ndarray, names: list[str], batch: int,
     import onnxruntime as ort
 
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    name_in = session.get_inputs()[0].name
     parts = []
     for i in range(0, len(windows), batch):
-        parts.append(session.run(names, {INPUT_NAME: windows[i : i + batch]}))
+        parts.append(session.run(names, {name_in: windows[i : i + batch]}))
         if on_windows:
             on_windows(min(i + batch, len(windows)))
     return {name: np.concatenate([part[k] for part in parts]) for k, name in enumerate(names)}
@@ -308,12 +311,14 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 class _CalibrationReader(CalibrationDataReader):
-    """onnxruntime.quantization CalibrationDataReader over log-mel windows, ``batch`` at a time;
-    ``on_progress`` gets CALIBRATING and the windows handed out before each new batch is asked for."""
+    """onnxruntime.quantization CalibrationDataReader over network inputs, ``batch`` at a time, fed to
+    the graph input ``name``; ``on_progress`` gets CALIBRATING and the windows handed out before each new
+    batch is asked for."""
 
-    def __init__(self, windows: np.ndarray, batch: int, on_progress: Progress = no_progress) -> None:
+    def __init__(self, windows: np.ndarray, batch: int, name: str, on_progress: Progress = no_progress) -> None:
         self._windows = windows
         self._batch = batch
+        self._name = name
         self._next = 0
         self._on_progress = on_progress
 
@@ -323,4 +328,4 @@ class _CalibrationReader(CalibrationDataReader):
             return None
         batch = np.ascontiguousarray(self._windows[self._next : self._next + self._batch], dtype=np.float32)
         self._next += len(batch)
-        return {INPUT_NAME: batch}
+        return {self._name: batch}

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
-from mde.audio import check_samples, load_audio, pad_to_length, resample
+from mde.audio import check_samples, fit_channels, load_audio, pad_to_length, resample
 from mde.errors import MdeError, ModelError
 from mde.runtime import store
 from mde.runtime.backends.factory import make_backend
-from mde.runtime.chunker import FrameGrid, cut_frames, frame_grid
+from mde.runtime.chunker import FrameGrid, frame_grid
 from mde.runtime.defaults import default_model_path
-from mde.runtime.frontend import MelSpectrogram
+from mde.runtime.inputs import frame_inputs, input_stage
 from mde.runtime.limits import DEFAULT_BATCH_SIZE, MAX_CALL_SECONDS
 from mde.runtime.package import ModelInfo, check_seconds
 from mde.tags import top_tags
@@ -111,7 +110,8 @@ class EmbeddingResult:
 
 
 class Model:
-    """A loaded model file: its metadata, its front end and an inference backend.
+    """A loaded model file: its metadata, its input stage (the C log-mel front end, or a waveform model's
+    input transform; see :mod:`mde.runtime.inputs`) and an inference backend.
 
     Usually made by :func:`load_model`; safe to call :meth:`embed` from several threads.
 
@@ -143,9 +143,7 @@ class Model:
         self.info: ModelInfo = self.backend.info
         self.path = Path(path)
         self.batch_size = batch_size
-        if self.info.input_kind != "logmel" or self.info.frontend is None:
-            raise ModelError(f"{self.info.name}: input kind {self.info.input_kind!r} is not supported yet")
-        self.frontend = MelSpectrogram.from_config(self.info.frontend, threads=threads or 1)
+        self.inputs = input_stage(self.info, threads=threads or 1)
 
     @property
     def name(self) -> str:
@@ -160,13 +158,15 @@ class Model:
         layer: Optional[str] = None,
         window: Optional[float] = None,
     ) -> EmbeddingResult:
-        """Embed a file or a mono float array, one vector (and tag probabilities) per frame.
+        """Embed a file or a float array, one vector (and tag probabilities) per frame.
 
         Parameters
         ----------
         audio : str, os.PathLike or np.ndarray
             A path to an audio file (decoded with :func:`mde.audio.load_audio` and resampled to the
-            model's rate), or mono float samples of shape (samples,), full scale [-1, 1].
+            model's rate; mixed to mono, or kept stereo for a stereo model, a mono file repeated on both
+            channels), or float samples at full scale [-1, 1]: mono (samples,), or for a stereo model
+            also (samples, 2).
         sr : int or None, default None
             The array's sample rate in Hz (None: the model's rate); must be None for a path, which is
             read at its own rate.
@@ -193,7 +193,8 @@ class Model:
         ModelError
             No output ``layer``, or the model gave NaN or infinity.
         MdeError
-            ``window`` or ``hop`` out of bounds, ``sr`` given with a path, or a non-mono array.
+            ``window`` or ``hop`` out of bounds, ``sr`` given with a path, or an array of another
+            shape than the model takes.
         ClipTooShort
             The clip is shorter than one window and ``pad`` is False.
         """
@@ -219,16 +220,18 @@ class Model:
         )
 
     def _samples(self, audio: AudioInput, sr: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
-        rate = self.info.sample_rate
+        rate, channels = self.info.sample_rate, self.info.channels
         if isinstance(audio, np.ndarray):
             samples = np.ascontiguousarray(audio, dtype=np.float32)
-            if samples.ndim != 1:
+            if channels == 1 and samples.ndim != 1:
                 raise MdeError(f"expected a mono (samples,) array, got shape {samples.shape}")
+            if samples.ndim not in (1, 2):
+                raise MdeError(f"expected a (samples,) or (samples, {channels}) array, got shape {samples.shape}")
             check_samples(samples, "array")
-            return resample(samples, sr or rate, rate), None
+            return resample(fit_channels(samples, channels, "array"), sr or rate, rate), None
         if sr is not None:
             raise MdeError("sr applies to arrays only; a file is read at its own rate")
-        samples, _ = load_audio(audio, sr=rate)
+        samples, _ = load_audio(audio, sr=rate, channels=channels)
         return samples, os.fspath(audio)
 
     def _padded(
@@ -256,7 +259,7 @@ class Model:
         self, samples: np.ndarray, grid: FrameGrid, outputs: list[str]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Frame starts (in grid units) and the stacked outputs for every frame."""
-        starts, batches = frame_inputs(samples, grid, self.frontend, frames_per_call(grid, self.batch_size))
+        starts, batches = frame_inputs(samples, grid, self.inputs, frames_per_call(grid, self.batch_size))
         parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
         for batch in batches:
             for name, value in self.backend.run(batch, outputs).items():
@@ -313,33 +316,6 @@ def check_request(
     if hop is not None and hop * info.sample_rate < 1:
         raise MdeError(f"hop {hop:g} s is shorter than one sample at {info.sample_rate} Hz")
     return frame_grid(info, window=window, hop=hop)
-
-
-def frame_inputs(
-    samples: np.ndarray, grid: FrameGrid, frontend: MelSpectrogram, batch_size: int
-) -> tuple[np.ndarray, Iterator[np.ndarray]]:
-    """Frame starts (in grid units) and the model inputs of those frames, ``batch_size`` at a time.
-
-    Audio-window models get one log-mel per cut window; mel-patch models get patches cut from one
-    log-mel over the whole signal. ``samples`` must already hold at least ``grid.min_samples``.
-    """
-    if grid.unit == "sample":
-        source, starts = samples, grid.starts(len(samples))
-    else:
-        source = frontend(samples)  # one log-mel over the whole signal: (n_mels, frames)
-        starts = grid.starts(source.shape[-1])
-
-    def batches() -> Iterator[np.ndarray]:
-        for first in range(0, len(starts), batch_size):
-            frames = cut_frames(source, starts[first : first + batch_size], grid.length)
-            yield model_inputs(frames, grid, frontend)
-
-    return starts, batches()
-
-
-def model_inputs(frames: np.ndarray, grid: FrameGrid, frontend: MelSpectrogram) -> np.ndarray:
-    """The model inputs of cut frames: a log-mel per audio window, or mel patches as they are."""
-    return frontend(frames) if grid.unit == "sample" else frames
 
 
 def load_model(

@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 
 from mde.errors import FrontendError, MdeError, ModelError
 from mde.runtime.frontend_config import FrontendConfig
+from mde.runtime.input_transform import IDENTITY, InputTransform
 
 METADATA_KEY = "mde"
 FORMAT_VERSION = 1
@@ -24,6 +25,8 @@ _RENAMED_KEYS = {"window": "window_samples", "hop": "hop_samples"}
 """Metadata keys of earlier files -> today's field names (read both, write today's)."""
 MAX_WINDOW_SECONDS = 3600.0
 """The longest analysis window or hop, in seconds, that a model may declare or a request may ask for."""
+MODEL_CHANNELS = (1, 2)
+"""The audio channels a model may take: 1 (mono) or 2 (stereo, waveform models only)."""
 
 InputKind = Literal["logmel", "waveform"]
 Framing = Literal["audio_windows", "mel_patches"]
@@ -38,7 +41,13 @@ class ModelInfo:
       (for mel-patch models, patch_frames and the patch step times the front end's hop_length); the
       same in seconds are ``window_seconds`` and ``hop_seconds``. Metadata written before these names
       (keys ``window`` and ``hop``) is still read.
-    input_kind: 'logmel' (the graph takes (batch, n_mels, frames) from the C front end) or 'waveform'.
+    input_kind: 'logmel' (the graph takes (batch, n_mels, frames) from the C front end) or 'waveform'
+      (the graph takes the samples of each window: (batch, window_samples) for mono, (batch, channels,
+      window_samples) for stereo, after ``input_transform``).
+    channels: audio channels the graph takes: 1 (mono; every log-mel model) or 2 (stereo waveform models).
+    input_transform: what the runtime does to each cut window of a waveform model before the graph
+      (:mod:`mde.runtime.input_transform`); None for log-mel models, IDENTITY when a waveform model's
+      metadata names none.
     framing: 'audio_windows' cuts audio windows and computes a log-mel per window (the first seed);
       'mel_patches' computes one log-mel over the whole signal and cuts patches of ``patch_frames``
       frames from it (musicnn).
@@ -71,7 +80,13 @@ class ModelInfo:
     variable_length: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
     precision: Precision = "fp32"
+    channels: int = 1
+    input_transform: Optional[InputTransform] = None
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.input_kind == "waveform" and self.input_transform is None:
+            object.__setattr__(self, "input_transform", IDENTITY)
 
     @property
     def window_seconds(self) -> float:
@@ -90,6 +105,7 @@ class ModelInfo:
     def to_json(self) -> str:
         data = asdict(self)
         data["frontend"] = self.frontend.to_dict() if self.frontend else None
+        data["input_transform"] = self.input_transform.to_dict() if self.input_transform else None
         data["tag_names"] = list(self.tag_names)
         return json.dumps(data, sort_keys=True)
 
@@ -112,12 +128,17 @@ class ModelInfo:
         try:
             data = {k: v for k, v in data.items() if k in known}
             data["frontend"] = FrontendConfig.from_dict(data["frontend"]) if data.get("frontend") else None
+            transform = data.get("input_transform")
+            data["input_transform"] = None if transform is None else InputTransform.from_dict(transform)
             data["tag_names"] = tuple(data.get("tag_names", ()))
             info = cls(**data)
         except (TypeError, KeyError, AttributeError) as exc:
             raise ModelError(f"{origin}: incomplete metadata ({exc})") from None
         except FrontendError as exc:
             raise ModelError(f"{origin}: bad front end in metadata ({exc})") from None
+        except ModelError as exc:  # the input transform's own check
+            reason = str(exc).removeprefix("bad input transform: ")
+            raise ModelError(f"{origin}: bad metadata: input_transform: {reason}") from None
         check_metadata(info, origin)
         return info
 
@@ -153,6 +174,9 @@ def _metadata_problem(info: ModelInfo) -> str | None:
     for key, allowed in choices:
         if getattr(info, key) not in allowed:
             return f"{key} must be one of {', '.join(allowed)}, got {getattr(info, key)!r}"
+    problem = _input_problem(info)
+    if problem:
+        return problem
     if info.frontend is not None and info.frontend.sample_rate != info.sample_rate:
         return f"sample_rate {info.sample_rate} Hz differs from the front end's {info.frontend.sample_rate} Hz"
     patch = info.patch_frames
@@ -171,11 +195,36 @@ def _metadata_problem(info: ModelInfo) -> str | None:
     return None
 
 
+def _input_problem(info: ModelInfo) -> str | None:
+    """What is missing or contradictory in the fields of the model's input kind, naming the field."""
+    if not _is_int(info.channels) or info.channels not in MODEL_CHANNELS:
+        return f"channels must be one of {', '.join(map(str, MODEL_CHANNELS))}, got {info.channels!r}"
+    if info.input_transform is not None and not isinstance(info.input_transform, InputTransform):
+        return f"input_transform must be an InputTransform, got {info.input_transform!r}"
+    if info.input_kind == "logmel":
+        if info.frontend is None:
+            return "frontend: a logmel model needs a front end, the metadata has none"
+        if info.input_transform is not None:
+            return "input_transform applies to waveform models only, this one is logmel"
+        if info.channels != 1:
+            return f"channels: a logmel model takes mono audio, got {info.channels}"
+        return None
+    if info.frontend is not None:
+        return "frontend: a waveform model takes samples and has no front end, the metadata gives one"
+    if info.framing != "audio_windows":
+        return f"framing: a waveform model cuts audio_windows, got {info.framing!r}"
+    if info.patch_frames is not None:
+        return f"patch_frames: a waveform model has no mel patches, got {info.patch_frames!r}"
+    return None
+
+
 def check_graph(info: ModelInfo, session: Any, origin: str) -> None:
     """ModelError unless the metadata agrees with the graph's own input and output shapes.
 
     A logmel graph takes (batch, n_mels, frames): a fixed n_mels must be the front end's, and fixed
-    frames the number of frames of one window; each declared output must exist with its declared width.
+    frames the number of frames of one window. A waveform graph takes (batch, samples) for a mono model
+    and (batch, channels, samples) for a stereo one: fixed channels must be the metadata's, and fixed
+    samples ``window_samples``. Each declared output must exist with its declared width.
     """
     problem = _graph_problem(info, session)
     if problem:
@@ -184,8 +233,12 @@ def check_graph(info: ModelInfo, session: Any, origin: str) -> None:
 
 def _graph_problem(info: ModelInfo, session: Any) -> str | None:
     inputs = session.get_inputs()
+    shape = list(inputs[0].shape) if inputs else []
+    if info.input_kind == "waveform":
+        problem = _waveform_input_problem(info, shape)
+        if problem:
+            return problem
     if info.input_kind == "logmel" and info.frontend is not None:
-        shape = list(inputs[0].shape) if inputs else []
         if len(shape) != 3:
             return f"a logmel model takes (batch, n_mels, frames), the graph's input has shape {shape}"
         n_mels, frames = shape[1], shape[2]
@@ -201,6 +254,20 @@ def _graph_problem(info: ModelInfo, session: Any) -> str | None:
             return f"output {name!r} is not in the graph (it has {', '.join(widths)})"
         if _is_int(widths[name]) and widths[name] != width:
             return f"output {name!r} is {widths[name]} wide in the graph, {width} in the metadata"
+    return None
+
+
+def _waveform_input_problem(info: ModelInfo, shape: list[Any]) -> str | None:
+    if info.channels == 1 and len(shape) != 2:
+        return f"channels 1: a mono waveform model takes (batch, samples), the graph's input has shape {shape}"
+    if info.channels > 1 and len(shape) != 3:
+        return (f"channels {info.channels}: a multichannel waveform model takes (batch, channels, samples), "
+                f"the graph's input has shape {shape}")
+    if len(shape) == 3 and _is_int(shape[1]) and shape[1] != info.channels:
+        return f"channels is {info.channels} in the metadata, the graph takes {shape[1]}"
+    if _is_int(shape[-1]) and shape[-1] != info.window_samples:
+        return (f"window_samples is {info.window_samples} in the metadata, the graph takes "
+                f"{shape[-1]} samples")
     return None
 
 

@@ -1,12 +1,13 @@
 """The streaming engine: one dispatcher cutting frames, one worker thread per scale computing them.
 
-The dispatcher (the calling thread) takes blocks from the source's ring, mixes them to mono, feeds every
-model rate (:mod:`mde.stream.feeds`) and hands each completed frame to its scale's worker with the time
-its last sample arrived. Each worker batches whatever is pending, runs the model and emits
-:class:`StreamFrame` objects to the sinks; latency is the time from the arrival of a frame's last sample
-to its emission. Workers of longer scales run at a lower scheduling priority (a higher nice value), so
-a 29 s frame never holds up a 0.5 s one on a busy core. With a live source a worker that falls behind
-drops its oldest pending frame and counts it; otherwise the dispatcher waits for it.
+The dispatcher (the calling thread) takes blocks from the source's ring, feeds every model rate and
+channel count (:mod:`mde.stream.feeds`: mixed to mono, or kept stereo for stereo waveform models) and
+hands each completed frame to its scale's worker with the time its last sample arrived. Each worker
+batches whatever is pending, runs the model and emits :class:`StreamFrame` objects to the sinks;
+latency is the time from the arrival of a frame's last sample to its emission. Workers of longer
+scales run at a lower scheduling priority (a higher nice value), so a 29 s frame never holds up a
+0.5 s one on a busy core. With a live source a worker that falls behind drops its oldest pending frame
+and counts it; otherwise the dispatcher waits for it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from mde.audio import to_mono
 from mde.errors import MdeError
-from mde.runtime.extractor import frames_per_call, model_inputs
+from mde.runtime.extractor import frames_per_call
+from mde.runtime.inputs import model_inputs
 from mde.stream.buffers import BlockRing
 from mde.stream.feeds import RateFeed, ReadyFrame
 from mde.stream.scales import Scale
@@ -184,7 +185,7 @@ class ScaleWorker:
     def _compute(self, batch: list[_Pending]) -> None:
         scale, info = self.scale, self.scale.model.info
         frames = np.stack([item.frame.units for item in batch])
-        values = scale.model.backend.run(model_inputs(frames, scale.grid, scale.model.frontend), scale.outputs)
+        values = scale.model.backend.run(model_inputs(frames, scale.grid, scale.model.inputs), scale.outputs)
         done = time.monotonic()
         embedding, tags = values[scale.outputs[0]], values.get(info.tags_output) if info.tags_output else None
         for i, item in enumerate(batch):
@@ -233,12 +234,17 @@ class StreamEngine:
         self.scales = list(scales)
         self.sinks = list(sinks)
         self._emit_lock = threading.Lock()
-        self._feeds: dict[int, RateFeed] = {}
+        self._feeds: dict[tuple[int, int], RateFeed] = {}
         for index, scale in enumerate(self.scales):
             info = scale.model.info
-            feed = self._feeds.get(info.sample_rate)
+            if info.channels > 1 and source.channels not in (1, info.channels):
+                raise MdeError(f"{info.name} takes {info.channels}-channel audio, the source has {source.channels} "
+                               "channels (mono or the model's count can be streamed)")
+            key = (info.sample_rate, info.channels)
+            feed = self._feeds.get(key)
             if feed is None:
-                feed = self._feeds[info.sample_rate] = RateFeed(source.rate, info.sample_rate, threads=threads)
+                feed = self._feeds[key] = RateFeed(source.rate, info.sample_rate, threads=threads,
+                                                   channels=info.channels)
             if scale.grid.unit == "sample":
                 feed.add_window_chunker(scale.grid, index)
             else:
@@ -277,13 +283,13 @@ class StreamEngine:
                     continue
                 block, arrival = item
                 if limit is not None and seen + len(block) >= limit:
-                    self._dispatch(to_mono(block[: limit - seen]), arrival, final=True)
+                    self._dispatch(block[: limit - seen], arrival, final=True)
                     seen = limit
                     break
                 seen += len(block)
-                self._dispatch(to_mono(block), arrival, final=False)
+                self._dispatch(block, arrival, final=False)
             if seen != limit:
-                self._dispatch(np.zeros(0, np.float32), time.monotonic(), final=True)
+                self._dispatch(np.zeros((0, source.channels), np.float32), time.monotonic(), final=True)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -309,7 +315,8 @@ class StreamEngine:
             raise source.error
         return summary
 
-    def _dispatch(self, mono: np.ndarray, arrival: float, final: bool) -> None:
+    def _dispatch(self, block: np.ndarray, arrival: float, final: bool) -> None:
+        """Feed a (frames, channels) block of the source to every model rate and channel count."""
         for feed in self._feeds.values():
-            for frame in feed.push(mono, final=final):
+            for frame in feed.push(block, final=final):
                 self.workers[frame.consumer].submit(frame, arrival)

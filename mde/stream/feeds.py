@@ -1,11 +1,13 @@
 """From blocks of captured audio to complete frames, exactly as the offline extractor cuts them.
 
-A :class:`RateFeed` resamples the stream to one model rate (soxr's stream resampler, which gives the
-same samples as resampling the whole signal at once) into a shared :class:`UnitBuffer`. Models that cut
-audio windows read it through a :class:`Chunker` directly; models that cut mel patches read a
-:class:`MelFeed`, which computes each log-mel frame once, as soon as its last sample has arrived, with
-the same centre padding the whole-signal front end uses (reflection at the start, and at the end when the
-stream is finished). Each chunker emits a frame as soon as its last unit exists, on the grid of
+A :class:`RateFeed` fits the stream's channels to what its models take (mixed to mono, or kept stereo
+for stereo waveform models, as :func:`mde.audio.fit_channels` does offline) and resamples it to one model
+rate (soxr's stream resampler, which gives the same samples as resampling the whole signal at once)
+into a shared :class:`UnitBuffer`. Models that cut audio windows (log-mel or waveform) read it through a
+:class:`Chunker` directly; models that cut mel patches read a :class:`MelFeed`, which computes each
+log-mel frame once, as soon as its last sample has arrived, with the same centre padding the
+whole-signal front end uses (reflection at the start, and at the end when the stream is finished).
+Each chunker emits a frame as soon as its last unit exists, on the grid of
 :func:`mde.runtime.chunker.frame_grid`, so a stream yields the frames ``embed`` yields for the same signal.
 That includes an input that ends before a consumer's first frame is complete: like ``embed`` with a clip
 shorter than one window, the consumer then gets one frame of the whole input zero-padded to one window.
@@ -17,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mde.audio import pad_to_length, stream_resampler
+from mde.audio import fit_channels, pad_to_length, stream_resampler
 from mde.errors import MdeError
 from mde.runtime.chunker import FrameGrid
 from mde.runtime.frontend import MelSpectrogram
@@ -134,16 +136,19 @@ class MelFeed:
 
 
 class RateFeed:
-    """The stream at one model rate: resampling, the sample buffer, and every consumer at that rate.
+    """The stream at one model rate and channel count: resampling, the sample buffer, and every consumer
+    at that rate.
 
-    source_rate, rate: Hz. Consumers are sample chunkers (audio-window models) and mel feeds (one per
-    distinct front end of mel-patch models, shared by all scales that use it).
+    source_rate, rate: Hz. channels: what the consumers take (1: mono; more: stereo waveform models, whose
+    buffer holds (channels, samples)). Consumers are sample chunkers (audio-window models) and mel feeds
+    (one per distinct front end of mono mel-patch models, shared by all scales that use it).
     """
 
-    def __init__(self, source_rate: int, rate: int, threads: int = 1) -> None:
+    def __init__(self, source_rate: int, rate: int, threads: int = 1, channels: int = 1) -> None:
         self.rate = rate
-        self._resampler = None if source_rate == rate else stream_resampler(source_rate, rate)
-        self.samples = UnitBuffer(capacity=1 << 20)
+        self.channels = channels
+        self._resampler = None if source_rate == rate else stream_resampler(source_rate, rate, channels)
+        self.samples = UnitBuffer(rows=None if channels == 1 else channels, capacity=1 << 20)
         self.window_chunkers: list[Chunker] = []
         self.mel_feeds: dict[FrontendConfig, MelFeed] = {}
         self._threads = threads
@@ -152,6 +157,8 @@ class RateFeed:
         self.window_chunkers.append(Chunker(grid, consumer))
 
     def add_patch_chunker(self, config: FrontendConfig, grid: FrameGrid, consumer: int) -> None:
+        if self.channels != 1:
+            raise MdeError("a mel-patch model takes mono audio")
         if config.top_db is not None:
             raise MdeError(
                 "a model whose front end clips to the whole signal's peak (top_db) cannot be streamed: "
@@ -162,16 +169,19 @@ class RateFeed:
             feed = self.mel_feeds[config] = MelFeed(config, threads=self._threads)
         feed.chunkers.append(Chunker(grid, consumer))
 
-    def push(self, mono: np.ndarray, final: bool = False) -> list[ReadyFrame]:
-        """Add mono float32 samples at the source rate; the frames they complete, in order per consumer."""
+    def push(self, block: np.ndarray, final: bool = False) -> list[ReadyFrame]:
+        """Add float32 samples at the source rate, (frames,) or (frames, channels) as the source gives
+        them; the frames they complete, in order per consumer."""
+        samples = fit_channels(block, self.channels, "the stream")
         if self._resampler is not None:
-            mono = self._resampler.resample_chunk(mono, last=final)
-        self.samples.append(np.asarray(mono, np.float32))
+            samples = self._resampler.resample_chunk(samples, last=final)
+        samples = np.asarray(samples, np.float32)
+        self.samples.append(samples.T if samples.ndim == 2 else samples)
         ready = [frame for chunker in self.window_chunkers for frame in chunker.take(self.samples)]
         starved = [chunker for chunker in self.window_chunkers if chunker.starved]
         if final and starved and self.samples.end > 0:
-            whole = self.samples.view(0, self.samples.end)  # kept while a chunker is starved
-            ready += [chunker.padded(pad_to_length(whole, chunker.grid.length)[0]) for chunker in starved]
+            whole = self.samples.view(0, self.samples.end).T  # kept while a chunker is starved; samples first
+            ready += [chunker.padded(pad_to_length(whole, chunker.grid.length)[0].T) for chunker in starved]
         for feed in self.mel_feeds.values():
             ready += feed.update(self.samples, final)
         self.samples.discard_before(self._first_sample_needed())

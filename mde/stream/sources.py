@@ -216,9 +216,9 @@ class MicSource(AudioSource):
     """A capture device through PortAudio, at the device's rate unless ``rate`` (Hz) is given.
 
     device: a PortAudio device index, a (part of a) device name, or None for the default input.
-    channels: captured channels (default: up to 2), mixed to mono downstream. MdeError when there is no
-    such device (saying how to get one when there is none at all) or the rate or channels are out of
-    range (:func:`check_rate`, :func:`check_channels`). The PortAudio callback
+    channels: captured channels (default: up to 2), mixed to mono downstream (kept for stereo models).
+    MdeError when there is no such device (saying how to get one when there is none at all) or the rate
+    or channels are out of range (:func:`check_rate`, :func:`check_channels`). The PortAudio callback
     only copies into the preallocated ring: it never blocks, allocates arrays or takes a lock.
     """
 

@@ -28,31 +28,25 @@ def assess_run(run: Path, ds: TaggingDataset, split: str, eval_crops: Optional[i
     import torch
 
     from mde.trainer.data.loading import EvalClips
-    from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips
-    from mde.trainer.frontend import network_input
+    from mde.trainer.evaluate import checkpoint_network, predict_clips, report_metrics, score_clips
     from mde.trainer.loop import resolve_device
-    from mde.trainer.models import get_model_spec
     from mde.trainer.run_dir import RunDir
 
     best = RunDir(run).load_checkpoint(RunDir(run).best)
     if tuple(best["tag_names"]) != ds.tag_names:
         raise MdeError(f"{run}: trained on other tags than this dataset's ({len(best['tag_names'])} vs {ds.n_tags})")
-    spec = get_model_spec(best["architecture"])
-    device = resolve_device("auto")
-    net = spec.factory(n_tags=ds.n_tags)
-    net.load_state_dict(best["model"])
-    net.to(device)
-    frontend = network_input(spec).to(device)
+    spec, net, frontend = checkpoint_network(best, resolve_device("auto"))
+    device = next(net.parameters()).device
     crops = EvalClips(ds, split, spec.input_length, n_crops=eval_crops, sample_rate=spec.sample_rate)
     clips = torch.utils.data.DataLoader(crops, batch_size=None)
     scores, labels = predict_clips(net, frontend, clips, device, ds.single_label)
-    return scalar_metrics(score_clips(scores, labels, ds.tag_names, ds.single_label))
+    return report_metrics(score_clips(scores, labels, ds.tag_names, ds.single_label), ds.tag_names)
 
 
 def assess_model_file(name_or_path: str, ds: TaggingDataset, split: str) -> dict[str, Any]:
     """A model file's clip tags (mean over all its frames) against the dataset labels of the tags both share."""
     from mde.runtime.extractor import load_model
-    from mde.trainer.evaluate import scalar_metrics, score_clips
+    from mde.trainer.evaluate import report_metrics, score_clips
 
     model = load_model(name_or_path)
     shared = [tag for tag in model.info.tag_names if tag in ds.tag_names]
@@ -63,5 +57,5 @@ def assess_model_file(name_or_path: str, ds: TaggingDataset, split: str) -> dict
     clips = ds.split(split)
     scores = np.stack([model.embed(clip.path).mean_tags()[ours] for clip in clips])
     labels = np.stack([clip.labels[theirs] for clip in clips])
-    metrics = scalar_metrics(score_clips(scores, labels, shared, ds.single_label and len(shared) == ds.n_tags))
+    metrics = report_metrics(score_clips(scores, labels, shared, ds.single_label and len(shared) == ds.n_tags), shared)
     return {**metrics, "tags_evaluated": len(shared)}

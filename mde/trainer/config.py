@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Optional, Union
 
 from mde.errors import MdeError
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("none", "plateau", "step", "adam_then_sgd")
 DATASETS = ("mtat", "gtzan", "manifest")
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run.
+    """Settings of one training run. :meth:`for_model` fills what it is not told from the model family's
+    recipe (``ModelSpec.recipe``) before these defaults; ``TrainConfig(...)`` itself uses only these.
 
     model: registry name (``mde.trainer.models.registered_names()``).
     dataset, data: the data source ('mtat', 'gtzan', 'manifest') and its folder or CSV file.
@@ -29,11 +31,12 @@ class TrainConfig:
     crops_per_clip: random training crops per clip per epoch, each at its own start: a positive int (1 is
       the sota recipe), or 'auto' for as many as non-overlapping windows fit in the clip, at most 4.
     lr, weight_decay, momentum: optimizer settings (momentum is SGD's, with Nesterov).
-    optimizer: 'adamw', 'adam' or 'sgd'.
+    optimizer: 'adamw', 'adam', 'sgd' or 'rmsprop' (Keras' RMSprop: decay 0.9, epsilon 1e-7, no momentum).
     schedule: 'none'; 'plateau' (ReduceLROnPlateau on validation loss, ``plateau_factor``,
       ``plateau_patience`` epochs); 'step' (lr times ``gamma`` at each epoch in ``milestones``);
       'adam_then_sgd' (the sota-music-tagging-models recipe: the chosen optimizer until epoch
-      ``switch_epoch``, then SGD with Nesterov momentum at ``lr`` with step decays at ``milestones``).
+      ``switch_epoch``, then SGD with Nesterov momentum at ``switch_lr`` (None: ``lr``) with step decays
+      at ``milestones``).
     grad_clip: max gradient norm (None: no clipping).
     amp: mixed precision on CUDA (ignored on CPU).
     early_stop: stop after this many epochs without a better validation score (None: never).
@@ -65,6 +68,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     switch_epoch: int = 0
+    switch_lr: Optional[float] = None
     grad_clip: Optional[float] = None
     amp: bool = True
     early_stop: Optional[int] = None
@@ -86,12 +90,23 @@ class TrainConfig:
             (math.isfinite(self.memory_budget) and self.memory_budget >= 0,
              f"the memory budget must be a number of GiB >= 0, got {self.memory_budget}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.switch_lr is None or self.switch_lr > 0,
+             f"the switch learning rate must be positive, got {self.switch_lr}"),
             (self.eval_crops is None or self.eval_crops >= 1, f"eval crops must be positive, got {self.eval_crops}"),
             (self.schedule != "adam_then_sgd" or self.switch_epoch >= 1, "adam_then_sgd needs --switch-epoch >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise MdeError(message)
+
+    @classmethod
+    def for_model(cls, model: str, **settings: Any) -> TrainConfig:
+        """The settings of a run of ``model``: ``settings`` where given, else the model family's recipe,
+        else the defaults above (:func:`default_settings`). ModelError for an unknown model."""
+        from mde.trainer.models import get_model_spec
+
+        recipe = copy.deepcopy(dict(get_model_spec(model).recipe))
+        return cls(model=model, **{**recipe, **settings})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,3 +116,14 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         legacy = {"crops_per_clip": 1}  # run folders from before the setting drew one crop per clip
         return cls(**{**legacy, **{k: v for k, v in data.items() if k in known}})
+
+
+def default_settings() -> dict[str, Any]:
+    """The defaults of every TrainConfig setting that has one (what applies where a recipe is silent)."""
+    defaults = {}
+    for f in fields(TrainConfig):
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults

@@ -63,6 +63,27 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+def report_metrics(metrics: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
+    """What ``mde eval`` reports: the single-number figures, plus for single-label metrics the confusion
+    matrix (rows: true class, columns: predicted, counts) and the class names in its order."""
+    report = scalar_metrics(metrics)
+    if "confusion" in metrics:
+        report.update(confusion=np.asarray(metrics["confusion"]).tolist(), class_names=list(class_names))
+    return report
+
+
+def checkpoint_network(payload: dict[str, Any], device: torch.device) -> tuple[Any, nn.Module, nn.Module]:
+    """(the registry spec, the network in eval mode with the weights loaded, its input stage), both on
+    ``device``, from a checkpoint payload (best.pt, initial.pt: 'architecture', 'tag_names', 'model')."""
+    from mde.trainer.frontend import network_input
+    from mde.trainer.models import get_model_spec
+
+    spec = get_model_spec(payload["architecture"])
+    net = spec.factory(n_tags=len(payload["tag_names"]))
+    net.load_state_dict(payload["model"])
+    return spec, net.to(device).eval(), network_input(spec).to(device)
+
+
 def selection_score(metrics: dict[str, Any], single_label: bool) -> float:
     """The validation figure that picks the best checkpoint: accuracy (single-label) or ROC-AUC."""
     return float(metrics["accuracy"] if single_label else metrics["roc_auc"])

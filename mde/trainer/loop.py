@@ -1,5 +1,5 @@
 """The training loop: random crops per epoch, validation by clip ROC-AUC (accuracy for single-label),
-best and last checkpoints, schedules, early stopping, resume, logs, and a clean stop on Ctrl-C."""
+initial, best and last checkpoints, schedules, early stopping, resume, logs, and a clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -75,14 +75,25 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     return TrainingData(dataset, cache)
 
 
+KERAS_RMSPROP_DECAY = 0.9
+"""Keras' RMSprop ``rho`` (torch's ``alpha``): 'rmsprop' is Keras' RMSprop, as music2vec's recipe uses it."""
+KERAS_RMSPROP_EPSILON = 1e-7
+
+
 def build_optimizer(config: TrainConfig, params, kind: Optional[str] = None) -> torch.optim.Optimizer:
+    """The optimizer ``kind`` (default: ``config.optimizer``); one that ``adam_then_sgd`` switched to
+    (``kind`` other than ``config.optimizer``) starts at ``config.switch_lr`` when that is set."""
     kind = kind or config.optimizer
+    lr = config.switch_lr if kind != config.optimizer and config.switch_lr is not None else config.lr
     if kind == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=True,
                                weight_decay=config.weight_decay)
     if kind == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=KERAS_RMSPROP_DECAY, eps=KERAS_RMSPROP_EPSILON,
+                                   weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -134,6 +145,8 @@ class Trainer:
             run.truncate_log(self.epoch)
         elif run.last.exists():
             raise MdeError(f"{run.root} already holds a run; use --resume to continue it or another --out")
+        else:
+            run.save_checkpoint(run.initial, self._best_payload({}))
         run.write_json(run.config_path, self.config.to_dict())
 
     # ------------------------------------------------------------------ state
@@ -147,7 +160,7 @@ class Trainer:
             "epoch": self.epoch,
             "best_score": self.best_score,
             "stale_epochs": self.stale_epochs,
-            "optimizer_kind": self._optimizer_kind(self.epoch),
+            "optimizer_kind": type(self.optimizer).__name__.lower(),  # the one held (a switch is due next epoch)
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -166,7 +179,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"].cpu())
 
     def _best_payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """What ``best.pt`` holds: weights plus what export needs to describe the model."""
+        """What ``best.pt`` holds: weights plus what export needs to describe the model (``initial.pt``
+        too, with epoch 0 and no validation figures)."""
         return {
             "model": self.net.state_dict(),
             "architecture": self.spec.name,

@@ -22,6 +22,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from mde.atomic import atomic_path
+
 
 def clip_scores(window_scores: np.ndarray) -> np.ndarray:
     """A clip's scores (k,) from its windows' scores (n_windows, k): the mean over windows."""
@@ -97,17 +99,15 @@ def single_label_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: S
 def write_confusion_matrix(matrix: Sequence[Sequence[int]] | np.ndarray, class_names: Sequence[str],
                            out_dir: Path) -> tuple[Path, Path]:
     """Write ``confusion_matrix.csv`` (a header row of class names, then one row of counts per true
-    class) and ``confusion_matrix.png`` (annotated heat map) into ``out_dir``; returns (csv, png)."""
+    class) and ``confusion_matrix.png`` (two annotated heat maps: the counts and the counts normalised
+    per true class, see :func:`mde.trainer.plots.write_confusion_png`) into ``out_dir``, each atomically;
+    returns (csv, png)."""
+    from mde.trainer.plots import write_confusion_png
+
     counts = np.asarray(matrix, dtype=np.int64)
-    k = len(class_names)
-    if k == 0 or counts.shape != (k, k):
-        raise ValueError(f"a confusion matrix of {k} classes must be {k} x {k}, got {counts.shape}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / "confusion_matrix.csv"
+    png_path = write_confusion_png(counts, class_names, Path(out_dir) / "confusion_matrix.png")  # checks the shape
+    csv_path = png_path.with_suffix(".csv")
     _write_csv(csv_path, counts, class_names)
-    png_path = out_dir / "confusion_matrix.png"
-    _plot(png_path, counts, class_names)
     return csv_path, png_path
 
 
@@ -125,36 +125,7 @@ def _mean(values: list[float]) -> float:
 
 
 def _write_csv(path: Path, counts: np.ndarray, class_names: Sequence[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(class_names)
         writer.writerows(counts.tolist())
-
-
-def _plot(path: Path, counts: np.ndarray, class_names: Sequence[str]) -> None:
-    """Heat map with each cell's count written in it; rows are true classes, columns predictions.
-
-    Drawn on a bare matplotlib Figure (Agg canvas), so pyplot's global backend and figures are untouched.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    k = len(class_names)
-    size = max(4.0, 0.6 * k + 2.0)  # inches
-    figure = Figure(figsize=(size, size))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    image = axes.imshow(counts, cmap="Blues")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    axes.set_xticks(range(k), labels=class_names, rotation=45, ha="right", rotation_mode="anchor")
-    axes.set_yticks(range(k), labels=class_names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    threshold = counts.max() / 2
-    for row in range(k):
-        for column in range(k):
-            value = counts[row, column]
-            axes.text(column, row, str(value), ha="center", va="center",
-                      color="white" if value > threshold else "black", fontsize=8 if k > 12 else 10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)

@@ -56,6 +56,12 @@ class RunDir:
         return self.root / "checkpoints" / "best.pt"
 
     @property
+    def initial(self) -> Path:
+        """``checkpoints/initial.pt``: the network as a fresh run initialised it, before any step, in
+        ``best.pt``'s format (written once; a resumed run leaves it)."""
+        return self.root / "checkpoints" / "initial.pt"
+
+    @property
     def log_path(self) -> Path:
         return self.root / "log.csv"
 

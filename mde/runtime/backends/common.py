@@ -15,8 +15,8 @@ DEVICES = ("cpu", "cuda")
 
 
 class Backend(Protocol):
-    """Runs a model's graph: ``run`` maps a float32 (batch, n_mels, frames) log-mel batch to named
-    (batch, size) float32 outputs."""
+    """Runs a model's graph: ``run`` maps a float32 batch of network inputs ((batch, n_mels, frames)
+    log-mels, or (batch, [channels,] samples) waveforms) to named (batch, size) float32 outputs."""
 
     info: ModelInfo
     output_names: list[str]

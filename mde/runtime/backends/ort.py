@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: runs a model file's graph on batches of log-mel inputs, on the CPU or CUDA."""
+"""ONNX Runtime backend: runs a model file's graph on batches of log-mel or waveform inputs, on the CPU or
+CUDA."""
 
 from __future__ import annotations
 

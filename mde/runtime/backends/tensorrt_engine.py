@@ -20,8 +20,8 @@ from mde.runtime.limits import DEFAULT_BATCH_SIZE
 from mde.runtime.package import ModelInfo, read_model_info
 
 SIDECAR_SUFFIX = ".json"
-MIN_FRAMES_DIVISOR = 4  # variable-length models: the profile spans patch_frames / 4 ...
-MAX_FRAMES_FACTOR = 4  # ... to 4 x patch_frames frames (0.75 s to 12 s for musicnn's 3 s patches)
+MIN_FRAMES_DIVISOR = 4  # variable-length models: the profile spans patch_frames (or window_samples) / 4 ...
+MAX_FRAMES_FACTOR = 4  # ... to 4 x that (0.75 s to 12 s for musicnn's 3 s patches)
 
 
 def import_tensorrt(purpose: str) -> Any:
@@ -107,16 +107,17 @@ def build_engine(onnx_path: Path, *, max_batch: int = 32, workspace_gb: float = 
 
 
 def _profile_shapes(tensor: Any, info: ModelInfo, max_batch: int) -> tuple[tuple[int, ...], ...]:
-    """(min, opt, max) input shapes: batch 1..max_batch; frames fixed, or around the patch length."""
-    _, n_mels, frames = tuple(tensor.shape)
+    """(min, opt, max) input shapes: batch 1..max_batch; the last axis (frames, or a waveform model's
+    samples) fixed, or around the patch length / window."""
+    *middle, length = tuple(tensor.shape)[1:]
     opt_batch = min(DEFAULT_BATCH_SIZE, max_batch)
-    if frames != -1:
-        return (1, n_mels, frames), (opt_batch, n_mels, frames), (max_batch, n_mels, frames)
-    patch = info.patch_frames
-    if patch is None:
+    if length != -1:
+        return (1, *middle, length), (opt_batch, *middle, length), (max_batch, *middle, length)
+    typical = info.window_samples if info.input_kind == "waveform" else info.patch_frames
+    if typical is None:
         raise MdeError(f"{info.name}: a variable frame axis needs patch_frames in the metadata")
-    return ((1, n_mels, max(1, patch // MIN_FRAMES_DIVISOR)), (opt_batch, n_mels, patch),
-            (max_batch, n_mels, patch * MAX_FRAMES_FACTOR))
+    return ((1, *middle, max(1, typical // MIN_FRAMES_DIVISOR)), (opt_batch, *middle, typical),
+            (max_batch, *middle, typical * MAX_FRAMES_FACTOR))
 
 
 def _has_fp16_weights(onnx_path: Path) -> bool:

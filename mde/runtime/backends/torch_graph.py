@@ -1,10 +1,12 @@
 """A model file's ONNX graph run op by op with torch: the exact network, weights included, as a module.
 
-Only the operators that mde's exporters emit (convolutional taggers: Conv, BatchNormalization, pooling,
-Gemm, reductions, Pad and the shape arithmetic around it) are supported; any other operator is refused
-with one line when the file is loaded. Sub-graphs whose inputs are all constants (e.g. the pad amounts
-torch's exporter computes with ConstantOfShape / Concat / Slice) are folded once at load time, so the
-forward pass never reads a device tensor back to the host (which CUDA graph capture requires).
+Only the operators that mde's exporters emit (convolutional taggers on log-mels or waveforms: Conv,
+BatchNormalization, pooling, Gemm, reductions, Pad and the shape arithmetic around it, and the LSTM / GRU
+layers of recurrent ones) are supported; any other operator, or a recurrent layer with settings torch's
+own layers lack, is refused with one line when the file is loaded. Sub-graphs whose inputs are all
+constants (e.g. the pad amounts torch's exporter computes with ConstantOfShape / Concat / Slice) are
+folded once at load time, so the forward pass never reads a device tensor back to the host (which CUDA
+graph capture requires).
 
 Imported only by the torch backend: it imports torch and onnx at module level.
 """
@@ -193,7 +195,7 @@ def _gather(inputs: list[Value], attrs: dict[str, Any]) -> list[torch.Tensor]:
     x, indices = inputs[0], inputs[1]
     axis = attrs.get("axis", 0) % x.dim()
     picked = torch.index_select(x, axis, indices.reshape(-1).to(x.device) % x.shape[axis])
-    return [picked.reshape(*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :])]
+    return [picked.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :]))]  # () for a scalar index
 
 
 def _unsqueeze(inputs: list[Value], attrs: dict[str, Any]) -> list[torch.Tensor]:
@@ -234,6 +236,75 @@ def _cast(inputs: list[Value], attrs: dict[str, Any]) -> list[torch.Tensor]:
     if target not in _ONNX_DTYPES:
         raise ModelError(f"Cast to ONNX type {target} is not supported by the torch backend")
     return [inputs[0].to(_ONNX_DTYPES[target])]
+
+
+_RECURRENT_GATES = {"LSTM": (4, (0, 2, 3, 1)), "GRU": (3, (1, 0, 2))}
+"""Gate blocks per ONNX recurrent op, and torch's order of ONNX's blocks in W, R and B (LSTM: ONNX i, o, f, c
+-> torch i, f, g, o; GRU: ONNX z, r, h -> torch r, z, n)."""
+_RECURRENT_DEFAULTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+"""The activations of torch's layers (ONNX's defaults), per direction."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def recurrent_problem(op_type: str, inputs: list[str], attrs: dict[str, Any]) -> str | None:
+    """Why the torch backend cannot run an ONNX LSTM / GRU node as torch's layer does (None if it can):
+    custom activations, clipping, coupled gates, batch-first layout, per-sequence lengths, peepholes, or a
+    GRU whose reset gate applies after the recurrent product."""
+    defaults = _RECURRENT_DEFAULTS[op_type]
+    activations = [_text(a) for a in attrs.get("activations", [])]
+    if activations and activations not in (defaults, defaults * 2):  # per direction
+        return f"activations {', '.join(activations)}"
+    for name in ("clip", "input_forget", "layout"):
+        if attrs.get(name):
+            return f"the {name} attribute"
+    if len(inputs) > 4 and inputs[4]:
+        return "sequence_lens"
+    if op_type == "LSTM" and len(inputs) > 7 and inputs[7]:
+        return "peephole weights"
+    if op_type == "GRU" and not attrs.get("linear_before_reset", 0):
+        return "linear_before_reset 0"
+    return None
+
+
+def _recurrent(op_type: str) -> Op:
+    """ONNX LSTM / GRU (one layer; forward, reverse or bidirectional; checked by
+    :func:`recurrent_problem`) as torch.lstm / torch.gru: Y (seq, directions, batch, hidden), Y_h (and Y_c)."""
+    gates, order = _RECURRENT_GATES[op_type]
+
+    def run(inputs: list[Value], attrs: dict[str, Any]) -> list[torch.Tensor]:
+        x, weights, recurrences = inputs[0], inputs[1], inputs[2]
+        bias = inputs[3] if len(inputs) > 3 else None
+        hidden, directions, batch = int(attrs["hidden_size"]), weights.shape[0], x.shape[1]
+
+        def blocks(value: torch.Tensor) -> torch.Tensor:
+            return torch.cat([value[i * hidden : (i + 1) * hidden] for i in order])
+
+        params = []
+        for d in range(directions):
+            b = bias[d] if bias is not None else weights.new_zeros(2 * gates * hidden)
+            params += [blocks(weights[d]), blocks(recurrences[d]),
+                       blocks(b[: gates * hidden]), blocks(b[gates * hidden :])]
+
+        def state(position: int) -> torch.Tensor:
+            """An initial state input (a host tensor when torch's exporter builds zeros of the batch's size)."""
+            value: torch.Tensor = x.new_zeros(directions, batch, hidden)
+            if len(inputs) > position and inputs[position] is not None:
+                value = inputs[position].to(device=x.device, dtype=x.dtype)
+            return value
+
+        reverse = _text(attrs.get("direction", "forward")) == "reverse"
+        sequence = x.flip(0) if reverse else x
+        if op_type == "LSTM":
+            y, *states = torch.lstm(sequence, (state(5), state(6)), params, True, 1, 0.0, False, directions == 2, False)
+        else:
+            y, *states = torch.gru(sequence, state(5), params, True, 1, 0.0, False, directions == 2, False)
+        y = y.flip(0) if reverse else y
+        return [y.reshape(y.shape[0], batch, directions, hidden).permute(0, 2, 1, 3), *states]
+
+    return run
 
 
 def _elementwise(function: Callable[..., torch.Tensor]) -> Op:
@@ -278,6 +349,8 @@ OPS: dict[str, Op] = {
     "ConstantOfShape": _constant_of_shape,
     "Constant": _constant,
     "Cast": _cast,
+    "LSTM": _recurrent("LSTM"),
+    "GRU": _recurrent("GRU"),
 }
 
 
@@ -301,9 +374,14 @@ class OnnxGraphModule(nn.Module):
         self.nodes: list[tuple[str, list[str], list[str], dict[str, Any]]] = []
         for node in graph.node:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            problem = recurrent_problem(node.op_type, list(node.input), attrs) \
+                if node.op_type in _RECURRENT_GATES else None
+            if problem:
+                raise ModelError(
+                    f"{graph.name or 'model'}: the torch backend does not support {node.op_type} with {problem}")
             if all(name == "" or name in constants for name in node.input):
                 values = OPS[node.op_type]([constants.get(name) for name in node.input], attrs)
-                constants.update(zip(node.output, values))
+                constants.update(_named(node.output, values))
             else:
                 self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
         self._buffer_of: dict[str, str] = {}
@@ -319,5 +397,10 @@ class OnnxGraphModule(nn.Module):
         values: dict[str, Any] = {"": None, **self.host_constants, self.input_names[0]: x}
         values.update({name: getattr(self, buffer) for name, buffer in self._buffer_of.items()})
         for op_type, inputs, outputs, attrs in self.nodes:
-            values.update(zip(outputs, OPS[op_type]([values[name] for name in inputs], attrs)))
+            values.update(_named(outputs, OPS[op_type]([values[name] for name in inputs], attrs)))
         return {name: values[name] for name in self.output_names}
+
+
+def _named(names: list[str], values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A node's results by output name, without the omitted optional outputs (named '')."""
+    return {name: value for name, value in zip(names, values) if name}

@@ -34,13 +34,14 @@ _MAX_SAMPLE_RATE = 96000
 
 
 @dataclass(frozen=True)
-class _Job:
-    """What a worker needs to make clip ``index``; ``fluidsynth`` is (command, SoundFont) or None."""
+class ClipJob:
+    """What a worker needs to make one clip: where it is written, the key of its random generator, what
+    composes its score (``compose(rng, seconds)``, picklable), and the rendering settings (rate in Hz,
+    length in seconds, ``fluidsynth`` as (command, SoundFont) or None for numpy)."""
 
-    out_dir: Path
-    index: int
-    name_width: int
-    seed: int
+    path: Path
+    rng_key: tuple[int, ...]
+    compose: Callable[[np.random.Generator, float], Score]
     sample_rate: int
     seconds: float
     fluidsynth: tuple[str, Path] | None
@@ -72,18 +73,17 @@ def synthesize_corpus(
     ``on_clip``: called with the number of clips written so far after each one.
     Raises MdeError for bad arguments and when 'fluidsynth' is asked for but not installed.
     """
-    _check_arguments(n, sample_rate, seconds, workers, splits)
+    check_render_arguments(n, sample_rate, seconds, workers)
+    if len(splits) != len(SPLITS) or min(splits) < 0 or not math.isclose(sum(splits), 1.0):
+        raise MdeError(f"splits must be three non-negative fractions (train, valid, test) summing to 1, got {splits}")
     fluidsynth = resolve_engine(engine)
     if announce:
         announce(describe_engine(fluidsynth))
     (out_dir / CLIP_FOLDER).mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(n - 1)))
-    jobs = [_Job(out_dir, i, width, seed, sample_rate, seconds, fluidsynth) for i in range(n)]
-    if workers == 1:
-        made = _collect(map(_make_clip, jobs), on_clip)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            made = _collect(pool.map(_make_clip, jobs, chunksize=max(1, n // (8 * workers))), on_clip)
+    jobs = [ClipJob(out_dir / CLIP_FOLDER / f"{i:0{width}d}.wav", (seed, i), compose, sample_rate, seconds, fluidsynth)
+            for i in range(n)]
+    made = make_clips(jobs, workers, on_clip)
     split_of = _assign_splits(n, seed, splits)
     rows = [ManifestRow(path, split_of[i], tags) for i, (path, tags) in enumerate(made)]
     return write_manifest(rows, out_dir / MANIFEST_NAME)
@@ -136,14 +136,23 @@ def _render_clip(score: Score, sample_rate: int, rng: np.random.Generator,
     return np.tanh(mix * (10 ** (score.level_dbfs / 20) / rms)).astype(np.float32)
 
 
-def _make_clip(job: _Job) -> tuple[Path, tuple[str, ...]]:
-    """Compose, render and write clip ``job.index``; return its path and tags."""
-    rng = np.random.default_rng((job.seed, job.index))
-    score = compose(rng, job.seconds)
+def _make_clip(job: ClipJob) -> tuple[Path, tuple[str, ...]]:
+    """Compose, render and write the clip of ``job``; return its path and tags."""
+    rng = np.random.default_rng(job.rng_key)
+    score = job.compose(rng, job.seconds)
     audio = _render_clip(score, job.sample_rate, rng, job.fluidsynth)
-    path = job.out_dir / CLIP_FOLDER / f"{job.index:0{job.name_width}d}.wav"
-    sf.write(path, audio, job.sample_rate, subtype="PCM_16")
-    return path, score.tags
+    sf.write(job.path, audio, job.sample_rate, subtype="PCM_16")
+    return job.path, score.tags
+
+
+def make_clips(jobs: list[ClipJob], workers: int,
+               on_clip: Callable[[int], None] | None = None) -> list[tuple[Path, tuple[str, ...]]]:
+    """Make every job's clip (their folders must exist), with ``workers`` spawned processes (1: in this
+    one); returns (path, tags) per job, in order. ``on_clip``: called with the count made after each."""
+    if workers == 1:
+        return _collect(map(_make_clip, jobs), on_clip)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return _collect(pool.map(_make_clip, jobs, chunksize=max(1, len(jobs) // (8 * workers))), on_clip)
 
 
 def _assign_splits(n: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
@@ -155,8 +164,8 @@ def _assign_splits(n: int, seed: int, fractions: tuple[float, float, float]) -> 
     return [names[i] for i in order]
 
 
-def _check_arguments(n: int, sample_rate: int, seconds: float, workers: int,
-                     splits: tuple[float, float, float]) -> None:
+def check_render_arguments(n: int, sample_rate: int, seconds: float, workers: int) -> None:
+    """MdeError (one line) unless ``n`` clips of ``seconds`` s at ``sample_rate`` Hz with ``workers`` can be made."""
     if n < 1:
         raise MdeError(f"the corpus needs at least one clip, got n={n}")
     if not MIN_SAMPLE_RATE <= sample_rate <= _MAX_SAMPLE_RATE:
@@ -165,5 +174,3 @@ def _check_arguments(n: int, sample_rate: int, seconds: float, workers: int,
         raise MdeError(f"clip length must be positive, got {seconds} s")
     if workers < 1:
         raise MdeError(f"workers must be at least 1, got {workers}")
-    if len(splits) != len(SPLITS) or min(splits) < 0 or not math.isclose(sum(splits), 1.0):
-        raise MdeError(f"splits must be three non-negative fractions (train, valid, test) summing to 1, got {splits}")

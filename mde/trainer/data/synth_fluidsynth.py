@@ -3,9 +3,9 @@
 Needs the ``fluidsynth`` command and a General MIDI SoundFont (Debian/Ubuntu:
 ``apt-get install fluidsynth timgm6mb-soundfont``). The SoundFont is ``$MDE_SOUNDFONT`` when set,
 else the first of :data:`SOUNDFONT_NAMES` found in :data:`SOUNDFONT_DIRS`.
-Parts map to GM programs (piano 0, strings 48, bass 33, guitar 25, flute 73, synth 80) and the
-drums to channel 10 (kick 36, snare 38, closed hi-hat 42); each part's mix gain becomes its
-channel volume (CC7, which FluidSynth applies as amplitude (cc/127)^2).
+Parts map to GM programs (piano 0, strings 48, bass 33, guitar 25, flute 73, synth 80, unless the
+score's ``programs`` name another) and the drums to channel 10 (kick 36, snare 38, closed hi-hat 42);
+each part's mix gain becomes its channel volume (CC7, which FluidSynth applies as amplitude (cc/127)^2).
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def score_to_midi(score: Score) -> bytes:
     events: list[tuple[int, int, bytes]] = []  # (tick, order at that tick, message)
     for channel, name in enumerate(score.parts):
         volume = round(127 * 10 ** (score.gains_db[name] / 40))
-        events += [(0, 0, bytes([0xC0 | channel, _PROGRAMS[name]])), (0, 0, bytes([0xB0 | channel, 7, volume]))]
+        program = score.programs.get(name, _PROGRAMS[name])
+        events += [(0, 0, bytes([0xC0 | channel, program])), (0, 0, bytes([0xB0 | channel, 7, volume]))]
         for note in score.parts[name]:
             events += _note(channel, note.pitch, note.velocity, note.start, note.start + note.duration)
     if score.drums:

@@ -18,8 +18,8 @@ A :class:`Score` is engine-neutral (notes in seconds and MIDI pitches); ``synth_
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -69,7 +69,9 @@ class Score:
 
     seconds: clip length. bpm: tempo. parts: instrument -> notes (only the instruments that play).
     gains_db: instrument or 'drums' -> level in the mix (dB, <= 0). drums: the drum strokes (empty
-    when there are no drums). level_dbfs: target RMS of the rendered clip. tags: its tags.
+    when there are no drums). level_dbfs: target RMS of the rendered clip. tags: its tags. programs:
+    instrument -> General MIDI program, for FluidSynth, where it differs from that voice's default (the
+    numpy engine renders each instrument with its own voice whatever the program).
     """
 
     seconds: float
@@ -79,6 +81,7 @@ class Score:
     drums: tuple[DrumHit, ...]
     level_dbfs: float
     tags: tuple[str, ...]
+    programs: Mapping[str, int] = field(default_factory=dict)
 
 
 def compose(rng: np.random.Generator, seconds: float) -> Score:
@@ -94,7 +97,7 @@ def compose(rng: np.random.Generator, seconds: float) -> Score:
 
     beat = 60.0 / bpm
     chords = _chords(rng, n_bars=math.ceil(seconds / (4 * beat)))
-    parts = {name: _clip_notes(_PART_WRITERS[name](rng, chords, beat), seconds) for name in playing}
+    parts = {name: clip_notes(_PART_WRITERS[name](rng, chords, beat), seconds) for name in playing}
     drums = _drums(rng, beat, seconds) if has_drums else ()
     gains_db = {name: float(rng.uniform(*PART_GAIN_DB)) for name in [*playing, *(["drums"] if has_drums else [])]}
 
@@ -186,7 +189,7 @@ def _drums(rng: np.random.Generator, beat: float, seconds: float) -> tuple[DrumH
     return tuple(h for h in hits if h.start < seconds)
 
 
-def _clip_notes(notes: list[Note], seconds: float) -> tuple[Note, ...]:
+def clip_notes(notes: list[Note], seconds: float) -> tuple[Note, ...]:
     """Notes that start inside the clip, shortened to end by its end."""
     return tuple(
         Note(n.start, min(n.duration, seconds - n.start), n.pitch, n.velocity) for n in notes if n.start < seconds
