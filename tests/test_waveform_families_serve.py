@@ -1,0 +1,38 @@
+"""The real waveform families (not test-only networks) export from a run folder and serve real music: the
+export's own parity check against torch, then `embed` of the MTAT clip through ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from conftest import MTAT_CLIP  # noqa: E402
+
+from mde.export.export import export_model  # noqa: E402
+from mde.runtime.extractor import load_model  # noqa: E402
+from mde.trainer.models import build_model, get_model_spec  # noqa: E402
+
+TAGS = ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("name", ["soundnet", "music2vec", "samplecnn_se"])
+def test_a_waveform_family_exports_from_a_run_and_embeds_real_music(name, shared_data, tmp_path):
+    spec = get_model_spec(name)
+    torch.manual_seed(0)
+    network = build_model(name, n_tags=len(TAGS)).eval()
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"model": network.state_dict(), "architecture": name, "tag_names": TAGS, "valid": {}},
+               tmp_path / "run" / "checkpoints" / "best.pt")
+    result = export_model(tmp_path / "run", tmp_path / f"{name}.onnx")
+    info = result.info
+    assert (info.input_kind, info.frontend, info.sample_rate, info.window_samples) == (
+        "waveform", None, spec.sample_rate, spec.input_length)
+    assert info.input_transform == spec.input_transform and info.embedding_dim == spec.embedding_dim
+    assert max(result.torch_deltas.values()) < 1e-3, result.torch_deltas
+    embedded = load_model(result.path, threads=1).embed(shared_data / MTAT_CLIP)
+    frames = max(1, int(embedded.duration * spec.sample_rate) // spec.input_length)
+    assert embedded.embedding.shape == (frames, spec.embedding_dim) and np.isfinite(embedded.embedding).all()
+    assert embedded.tags.shape == (frames, len(TAGS)) and embedded.padded == (embedded.duration < spec.input_seconds)
