@@ -107,8 +107,9 @@ def test_models_lists_the_store(tiny_model, mde_home, tmp_path):
     proc = run_mde("models", "--json", cwd=tmp_path, home=mde_home)
     [row] = json.loads(proc.stdout)
     assert row["name"] == "tiny" and row["window_s"] == 0.5 and row["embedding_dim"] == 16 and row["n_tags"] == 3
+    assert (row["input_kind"], row["channels"], row["input_transform"]) == ("logmel", 1, None)
     table = run_mde("models", cwd=tmp_path, home=mde_home)
-    assert "tiny" in table.stdout and "built by the test suite" in table.stdout
+    assert "tiny" in table.stdout and "built by the test suite" in table.stdout and "log-mel" in table.stdout
 
 
 @pytest.mark.parametrize(

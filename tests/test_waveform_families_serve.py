@@ -3,6 +3,8 @@ export's own parity check against torch, then `embed` of the MTAT clip through O
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -36,3 +38,18 @@ def test_a_waveform_family_exports_from_a_run_and_embeds_real_music(name, shared
     frames = max(1, int(embedded.duration * spec.sample_rate) // spec.input_length)
     assert embedded.embedding.shape == (frames, spec.embedding_dim) and np.isfinite(embedded.embedding).all()
     assert embedded.tags.shape == (frames, len(TAGS)) and embedded.padded == (embedded.duration < spec.input_seconds)
+
+
+def test_mde_models_names_a_waveform_models_input(mde_home, tmp_path):
+    from test_cli import run_mde
+
+    from mde.runtime import store
+
+    torch.manual_seed(0)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"model": build_model("soundnet", n_tags=3).state_dict(), "architecture": "soundnet",
+                "tag_names": TAGS, "valid": {}}, tmp_path / "run" / "checkpoints" / "best.pt")
+    export_model(tmp_path / "run", store.models_dir() / "sn.onnx")
+    [row] = json.loads(run_mde("models", "--json", cwd=tmp_path, home=mde_home).stdout)
+    assert (row["input_kind"], row["channels"], row["input_transform"]["gain"]) == ("waveform", 1, 256.0)
+    assert "waveform x256" in run_mde("models", cwd=tmp_path, home=mde_home).stdout

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from mde.cli.console import err, out
 from mde.errors import MissingExtraError
+
+if TYPE_CHECKING:
+    from mde.runtime.package import ModelInfo
 
 OPTIONAL_EXPORT_PACKAGES = ("torch", "onnx")
 """Packages of the 'export' extra that importers need and the runtime does not."""
@@ -24,7 +27,8 @@ def register(app: typer.Typer) -> None:
 def models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List the stored models: name, window, hop, rate, embedding size, tag count and source."""
+    """List the stored models: name, input (log-mel or waveform, channels, input transform), window, hop,
+    rate, embedding size, tag count and source."""
     import json
 
     from rich.table import Table
@@ -41,17 +45,18 @@ def models(
         return
     table = Table()
     table.add_column("name", no_wrap=True)
+    table.add_column("input", no_wrap=True)
     for heading in ("window (s)", "hop (s)", "rate (Hz)", "embedding", "tags"):
         table.add_column(heading, justify="right", no_wrap=True)
     table.add_column("source")
     for path, info in rows:
         if isinstance(info, ModelInfo):
             table.add_row(
-                info.name, f"{info.window_seconds:g}", f"{info.hop_seconds:g}", str(info.sample_rate),
+                info.name, _input_text(info), f"{info.window_seconds:g}", f"{info.hop_seconds:g}", str(info.sample_rate),
                 str(info.embedding_dim), str(info.n_tags), info.source,
             )
         else:
-            table.add_row(path.stem, "", "", "", "", "", f"broken: {str(info).removeprefix(f'{path}: ')}")
+            table.add_row(path.stem, "", "", "", "", "", "", f"broken: {str(info).removeprefix(f'{path}: ')}")
     out.print(table)
 
 
@@ -63,8 +68,23 @@ def _model_row(path: Path, info: object) -> dict[str, object]:
     return {
         "name": info.name, "path": str(path), "window_s": info.window_seconds, "hop_s": info.hop_seconds,
         "sample_rate": info.sample_rate, "embedding_dim": info.embedding_dim, "n_tags": info.n_tags,
-        "source": info.source, "architecture": info.architecture,
+        "source": info.source, "architecture": info.architecture, "input_kind": info.input_kind,
+        "channels": info.channels,
+        "input_transform": info.input_transform.to_dict() if info.input_transform else None,
     }
+
+
+def _input_text(info: ModelInfo) -> str:
+    """'log-mel', or for a waveform model e.g. 'waveform', 'waveform x256', 'stereo waveform mu-law 255'."""
+    if info.input_kind == "logmel":
+        return "log-mel"
+    transform = info.input_transform
+    detail = ""
+    if transform is not None and transform.kind == "gain":
+        detail = f" x{transform.gain:g}"
+    elif transform is not None and transform.kind == "mulaw":
+        detail = f" mu-law {transform.mu}"
+    return ("stereo " if info.channels == 2 else "") + "waveform" + detail
 
 
 @import_app.command("seed")
