@@ -49,15 +49,18 @@ def models(
     for heading in ("window (s)", "hop (s)", "rate (Hz)", "embedding", "tags"):
         table.add_column(heading, justify="right", no_wrap=True)
     table.add_column("source")
+    broken = []
     for path, info in rows:
         if isinstance(info, ModelInfo):
             table.add_row(
-                info.name, _input_text(info), f"{info.window_seconds:g}", f"{info.hop_seconds:g}", str(info.sample_rate),
-                str(info.embedding_dim), str(info.n_tags), info.source,
+                info.name, _input_text(info), f"{info.window_seconds:g}", f"{info.hop_seconds:g}",
+                str(info.sample_rate), str(info.embedding_dim), str(info.n_tags), info.source,
             )
         else:
-            table.add_row(path.stem, "", "", "", "", "", "", f"broken: {str(info).removeprefix(f'{path}: ')}")
+            broken.append(f"{path.stem}: broken: {str(info).removeprefix(f'{path}: ')}")
     out.print(table)
+    for line in broken:  # below the table, whole: an error does not fit a table cell
+        out.print(line)
 
 
 def _model_row(path: Path, info: object) -> dict[str, object]:
