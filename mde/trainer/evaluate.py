@@ -20,8 +20,15 @@ def window_scores(net: nn.Module, frontend: nn.Module, windows: torch.Tensor, si
 
     windows: float32 (n, samples) waveforms on the network's device.
     """
-    logits = torch.cat([net(frontend(chunk))["logits"] for chunk in windows.split(WINDOW_BATCH)])
+    logits = window_outputs(net, frontend, windows)["logits"]
     return torch.softmax(logits, dim=1) if single_label else torch.sigmoid(logits)
+
+
+def window_outputs(net: nn.Module, frontend: nn.Module, windows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every output of the network (name -> (windows, ...)) for waveform windows (n, samples) on its device,
+    run through the input stage ``frontend`` in batches of WINDOW_BATCH."""
+    parts = [net(frontend(chunk)) for chunk in windows.split(WINDOW_BATCH)]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 @torch.no_grad()

@@ -203,6 +203,11 @@ class Trainer:
         temporary cache) and compute the validation inputs when they fit the memory budget, calling
         ``on_progress(stage, done, total)`` as files are done; returns :attr:`data_note`. The first use of
         the data does this silently when it was not called; later calls do nothing more."""
+        self._prepare(on_progress)
+        return self.data_note
+
+    def _prepare(self, on_progress: Optional[StageCallback]) -> None:
+        """The work of :meth:`prepare_data`, done once."""
         if self._source_and_note is None:
             self._source_and_note = self._open_source(on_progress)
         if self._valid_inputs is None and self._valid_bytes <= self._budget:
@@ -212,7 +217,6 @@ class Trainer:
                 if on_progress:
                     on_progress("validation inputs", len(items), total)
             self._valid_inputs = items  # kept only when whole
-        return self.data_note
 
     def _open_source(self, on_progress: Optional[StageCallback]) -> tuple[Any, str]:
         """Where epochs read audio and one line saying which and why: the given cache; else the train and
@@ -287,7 +291,7 @@ class Trainer:
         """The evaluation inputs of ``split``: for 'valid' within the budget the list computed once per
         run (see :meth:`prepare_data`), else a loader that cuts them from the source."""
         if split == "valid" and self._valid_bytes <= self._budget:
-            self.prepare_data()
+            self._prepare(None)
             return self._valid_inputs
         return self._eval_loader(split)
 

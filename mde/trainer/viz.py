@@ -252,11 +252,10 @@ class _RunNetwork:
         """The network's outputs for waveform windows (n, samples), in batches of the evaluation's size."""
         import torch
 
-        from mde.trainer.evaluate import WINDOW_BATCH
+        from mde.trainer.evaluate import window_outputs
 
         with torch.no_grad():
-            parts = [self.net(self.frontend(chunk.to(self.device))) for chunk in windows.split(WINDOW_BATCH)]
-        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+            return window_outputs(self.net, self.frontend, windows.to(self.device))
 
     def check_layer(self, layer: Optional[str], run: Path) -> str:
         """``layer`` (default: the architecture's embedding) if the network outputs it, else a one-line error."""

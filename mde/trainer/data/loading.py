@@ -103,7 +103,8 @@ def decode_if_it_fits(
     (decoded on every access). Returns the source and one line saying which and why. workers: decoding
     processes; on_progress(done, total): files decoded so far."""
     files = [clip.path for split in splits for clip in dataset.split(split)]
-    needed = 4 * sum(decoded_length(path, sample_rate) for path in files)
+    lengths = {path: decoded_length(path, sample_rate) for path in files}  # headers only, read once
+    needed = 4 * sum(lengths.values())
     what = f"the {len(files)} {' and '.join(splits)} files"
     if needed <= budget:
         return DecodedAudio(dataset, sample_rate, splits, workers=workers, on_file=on_progress), (
@@ -114,7 +115,8 @@ def decode_if_it_fits(
         return dataset, f"decoding each file at every use: {over} (--cache auto, or mde prepare and --cache, is faster)"
     from mde.trainer.data.cache import prepare_cache
 
-    longest = max(decoded_length(clip.path, sample_rate) for clips in dataset.splits.values() for clip in clips)
+    longest = max(lengths[clip.path] if clip.path in lengths else decoded_length(clip.path, sample_rate)
+                  for clips in dataset.splits.values() for clip in clips)
     clips = sum(len(c) for c in dataset.splits.values())
     counter = itertools.count(1)
     prepare_cache(dataset, spill_to, sample_rate=sample_rate, length=max(longest, 1), workers=workers,
