@@ -45,10 +45,10 @@ def models(
         return
     table = Table()
     table.add_column("name", no_wrap=True)
-    table.add_column("input", no_wrap=True)
-    for heading in ("window (s)", "hop (s)", "rate (Hz)", "embedding", "tags"):
+    table.add_column("input", min_width=8)  # may wrap: the source keeps room on an 80-column terminal
+    for heading in ("window s", "hop s", "rate Hz", "dim", "tags"):
         table.add_column(heading, justify="right", no_wrap=True)
-    table.add_column("source")
+    table.add_column("source", min_width=10)
     broken = []
     for path, info in rows:
         if isinstance(info, ModelInfo):
