@@ -121,12 +121,14 @@ def test_cli_train_resolves_the_recipe_and_flags_into_config_json(synth_corpus, 
     assert "(default: the model's recipe, else 10)" in helped.output
     result = CliRunner().invoke(app, [
         "train", "--model", name, "--dataset", "manifest", "--data", str(synth_corpus), "--out", "run",
-        "--epochs", "1", "--lr", "0.003", "--crops-per-clip", "2", "--eval-crops", "all", "--device", "cpu"])
+        "--epochs", "1", "--lr", "0.003", "--crops-per-clip", "2", "--eval-crops", "all",
+        "--precise-bn", "16", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     recipe = get_model_spec(name).recipe
     from_recipe = ("optimizer", "schedule", "switch_epoch", "switch_lr", "milestones", "batch_size")
     assert {k: saved[k] for k in from_recipe} == {k: recipe[k] for k in from_recipe}
     assert (saved["epochs"], saved["lr"], saved["crops_per_clip"], saved["eval_crops"]) == (1, 0.003, 2, None)
+    assert saved["precise_bn"] == 16
     assert saved["weight_decay"] == recipe["weight_decay"] and saved["single_label"] is False
     assert (tmp_path / "run" / "checkpoints" / "initial.pt").is_file()

@@ -75,6 +75,7 @@ def train(
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help=f"Clip the gradient norm to this value. {_default('grad_clip')}"),
     no_amp: bool = typer.Option(False, "--no-amp", help="Turn off mixed precision on CUDA (never used on CPU)."),
     early_stop: Optional[int] = typer.Option(None, "--early-stop", help=f"Stop after this many epochs without a better validation score. {_default('early_stop')}"),
+    precise_bn: Optional[int] = typer.Option(None, "--precise-bn", help=f"After each epoch, recompute BatchNorm's running statistics over this many training windows (for short runs, whose running averages still remember their start); 0: keep the running averages. {_default('precise_bn')}"),
     eval_crops: Optional[str] = typer.Option(None, "--eval-crops", help=f"Windows averaged per clip at evaluation: a number (evenly spaced) or 'all' (non-overlapping, as the runtime cuts them). {_default('eval_crops')}"),
     single_label: Optional[bool] = typer.Option(None, "--single-label/--multi-label", help=f"One class per clip (softmax, accuracy), or any number of tags (sigmoid, ROC-AUC); gtzan always is single-label. {_default('single_label')}"),
     merge_synonyms: bool = typer.Option(False, "--merge-synonyms", help="mtat: merge synonymous tags (the multi-scale seed's list) before taking the top 50."),
@@ -95,7 +96,7 @@ def train(
     given = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
         "schedule": schedule, "gamma": gamma, "switch_epoch": switch_epoch, "switch_lr": switch_lr,
-        "grad_clip": grad_clip, "early_stop": early_stop, "single_label": single_label,
+        "grad_clip": grad_clip, "early_stop": early_stop, "single_label": single_label, "precise_bn": precise_bn,
     }
     settings: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
     if crops_per_clip is not None:

@@ -40,6 +40,9 @@ class TrainConfig:
     grad_clip: max gradient norm (None: no clipping).
     amp: mixed precision on CUDA (ignored on CPU).
     early_stop: stop after this many epochs without a better validation score (None: never).
+    precise_bn: after each epoch, recompute BatchNorm's running statistics as the plain average over this
+      many training windows (:mod:`mde.trainer.batchnorm`), so that validation, the checkpoints and the
+      exported model normalise as training did; 0 keeps torch's running averages.
     eval_crops: windows averaged per clip at evaluation (16 evenly spaced, as the sota recipe), or
       None for all non-overlapping windows as the runtime cuts them.
     workers: DataLoader worker processes.
@@ -72,6 +75,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     amp: bool = True
     early_stop: Optional[int] = None
+    precise_bn: int = 0
     eval_crops: Optional[int] = 16
     workers: int = 0
     device: str = "auto"
@@ -92,6 +96,8 @@ class TrainConfig:
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.switch_lr is None or self.switch_lr > 0,
              f"the switch learning rate must be positive, got {self.switch_lr}"),
+            (type(self.precise_bn) is int and self.precise_bn >= 0,
+             f"precise BatchNorm takes a number of windows >= 0, got {self.precise_bn!r}"),
             (self.eval_crops is None or self.eval_crops >= 1, f"eval crops must be positive, got {self.eval_crops}"),
             (self.schedule != "adam_then_sgd" or self.switch_epoch >= 1, "adam_then_sgd needs --switch-epoch >= 1"),
         ]

@@ -348,6 +348,17 @@ class Trainer:
                 on_batch(step + 1, len(loader), total / count)
         return total / max(count, 1), count
 
+    def _recompute_batchnorm(self) -> None:
+        """BatchNorm's running statistics from the first ``precise_bn`` windows of this epoch's batches."""
+        from mde.trainer.batchnorm import recompute_batchnorm_stats
+
+        def forward(waveforms: torch.Tensor) -> None:
+            with torch.autocast(self.device.type, enabled=self._amp):
+                self.net(self.frontend(waveforms.to(self.device)))
+
+        batches = (waveforms for waveforms, _ in self._train_loader())
+        recompute_batchnorm_stats(self.net, batches, forward, self.config.precise_bn)
+
     def _switch_optimizer_if_due(self) -> None:
         if self._optimizer_kind(self.epoch) != type(self.optimizer).__name__.lower():
             self.optimizer = build_optimizer(self.config, self.net.parameters(), self._optimizer_kind(self.epoch))
@@ -374,6 +385,8 @@ class Trainer:
                 started = time.perf_counter()
                 train_loss, windows = self._train_epoch(on_batch)
                 train_seconds = time.perf_counter() - started
+                if self.config.precise_bn:
+                    self._recompute_batchnorm()
                 valid = self.evaluate("valid")
                 self.epoch += 1
                 seconds = time.perf_counter() - started

@@ -27,7 +27,7 @@ from torch import nn
 
 from mde.runtime.input_transform import SOUNDNET_GAIN
 from mde.trainer.models.registry import register
-from mde.trainer.models.soundnet import SOUNDNET8, SOUNDNET_RATE, SoundNet8, soundnet_steps
+from mde.trainer.models.soundnet import PRECISE_BN_WINDOWS, SOUNDNET8, SOUNDNET_RATE, SoundNet8, soundnet_steps
 
 MUSIC2VEC_SAMPLES = 675808
 """Samples per input (30.65 s at 22,050 Hz), what the source zero-pads every clip to."""
@@ -95,11 +95,13 @@ class Music2Vec(nn.Module):
 
 MUSIC2VEC_RECIPE = {
     "optimizer": "rmsprop", "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "batch_size": 25, "epochs": 20,
-    "crops_per_clip": 1, "single_label": True, "eval_crops": None,
+    "crops_per_clip": 1, "single_label": True, "eval_crops": None, "precise_bn": PRECISE_BN_WINDOWS,
 }
 """The source's training: Keras 'rmsprop' (its default rate 1e-3; the source states none), categorical
 cross-entropy, batch 25, 20 epochs, each clip once per epoch as one zero-padded input (so one crop per
-clip, and one window per clip at evaluation)."""
+clip, and one window per clip at evaluation). Ours: BatchNorm's statistics are recomputed after each
+epoch (:data:`~mde.trainer.models.soundnet.PRECISE_BN_WINDOWS`), standing in for the pretrained ones the
+source starts with."""
 
 
 @register("music2vec", architecture="music2vec", input_length=MUSIC2VEC_SAMPLES, waveform_rate=SOUNDNET_RATE,

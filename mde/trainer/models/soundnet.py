@@ -149,13 +149,20 @@ class SoundNetTagger(nn.Module):
         return {"embedding": embedding, "conv8_2": places, "logits": logits, "tags": torch.sigmoid(logits)}
 
 
+PRECISE_BN_WINDOWS = 256
+"""Training windows over which the SoundNet families recompute BatchNorm's statistics after each epoch
+(``TrainConfig.precise_bn``): not in the sources, which start from pretrained layers whose statistics come
+with them; from SoundNet's own initialisation, torch's running averages lag far behind (see
+:mod:`mde.trainer.batchnorm`)."""
+
 SOUNDNET_RECIPE = {
     "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "batch_size": 64, "epochs": 50,
-    "crops_per_clip": 1,
+    "crops_per_clip": 1, "precise_bn": PRECISE_BN_WINDOWS,
 }
 """SoundNet's recipe: Adam at 1e-3 (beta1 0.9), no weight decay, a constant rate (``main_train.lua`` and
 ``main_finetune.lua``), batch 64 (``main_train.lua``, whose 20 s crops these are), 50 epochs
-(``main_finetune.lua``), one crop per clip."""
+(``main_finetune.lua``), one crop per clip; BatchNorm's statistics recomputed after each epoch
+(:data:`PRECISE_BN_WINDOWS`, ours)."""
 
 
 @register("soundnet", architecture="SoundNet8", input_length=SOUNDNET_SAMPLES, waveform_rate=SOUNDNET_RATE,
