@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mde.runtime.input_transform import SOUNDNET_GAIN
+from mde.trainer.models.keras_init import keras_dense, keras_lstm_init
 from mde.trainer.models.registry import register
 from mde.trainer.models.soundnet import PRECISE_BN_WINDOWS, SOUNDNET8, SOUNDNET_RATE, SoundNet8, soundnet_steps
 
@@ -36,29 +37,6 @@ MUSIC2VEC_EMBEDDING = soundnet_steps(MUSIC2VEC_SAMPLES)["conv8_2"] * SOUNDNET8[-
 LSTM_UNITS = 200
 DENSE_UNITS = (400, 100)
 GTZAN_GENRES = 10
-
-
-def keras_lstm_init(lstm: nn.LSTM) -> None:
-    """Keras' LSTM initialisation: Glorot-uniform input kernels, orthogonal recurrent kernels, zero
-    biases except 1 for the forget gate (torch's gate order i, f, g, o is Keras' i, f, c, o)."""
-    units = lstm.hidden_size
-    for name, weight in lstm.named_parameters():
-        if name.startswith("weight_ih"):
-            nn.init.xavier_uniform_(weight)
-        elif name.startswith("weight_hh"):
-            nn.init.orthogonal_(weight)
-        else:
-            nn.init.zeros_(weight)
-            if name.startswith("bias_ih"):
-                nn.init.ones_(weight[units:2 * units])
-
-
-def keras_dense(in_features: int, out_features: int) -> nn.Linear:
-    """A Linear layer initialised as Keras' Dense: Glorot-uniform weights, zero bias."""
-    dense = nn.Linear(in_features, out_features)
-    nn.init.xavier_uniform_(dense.weight)
-    nn.init.zeros_(dense.bias)
-    return dense
 
 
 class Music2Vec(nn.Module):

@@ -160,16 +160,19 @@ class SampleCNN(nn.Module):
     """Sample-CNN with multi-level aggregation; ``widths`` are the blocks' channels (the first conv has
     ``widths[0]``), so the input is :func:`input_samples` (len(widths)) long.
 
-    ``forward`` takes (batch, samples) and returns {'embedding': (batch, sum of the last three widths) the
-    ReLU output of dense1 -> BN, 'logits': (batch, n_tags) pre-sigmoid scores, 'tags': (batch, n_tags)
-    probabilities}.
+    ``forward`` takes (batch, samples) (or (batch, ``in_channels``, steps) when ``in_channels`` > 1, as
+    Music-SincNet feeds it its filter outputs) and returns {'embedding': (batch, sum of the last three
+    widths) the ReLU output of dense1 -> BN, 'logits': (batch, n_tags) pre-sigmoid scores, 'tags': (batch,
+    n_tags) probabilities}; with ``n_tags`` None there is no tag head (see :class:`SampleCNNEncoder`).
     """
 
-    def __init__(self, block: str = "basic", n_tags: int = 50, widths: Sequence[int] = SAMPLECNN_WIDTHS) -> None:
+    def __init__(self, block: str = "basic", n_tags: Optional[int] = 50, widths: Sequence[int] = SAMPLECNN_WIDTHS,
+                 in_channels: int = 1) -> None:
         super().__init__()
         if len(widths) < AGGREGATED_BLOCKS:
             raise ValueError(f"Sample-CNN needs at least {AGGREGATED_BLOCKS} blocks, got {len(widths)}")
-        self.conv0 = he_conv(1, widths[0], stride=3, padding=0)
+        self.in_channels = in_channels
+        self.conv0 = he_conv(in_channels, widths[0], stride=3, padding=0)
         self.bn0 = nn.BatchNorm1d(widths[0])
         self.n_blocks = len(widths)
         for index, (cin, cout) in enumerate(zip((widths[0], *widths), widths)):
@@ -177,19 +180,36 @@ class SampleCNN(nn.Module):
         aggregated = sum(widths[-AGGREGATED_BLOCKS:])
         self.dense1 = glorot(nn.Linear(aggregated, aggregated))
         self.bn = nn.BatchNorm1d(aggregated)
-        self.dropout = nn.Dropout(HEAD_DROPOUT)
-        self.dense2 = glorot(nn.Linear(aggregated, n_tags))
+        if n_tags is not None:
+            self.dropout = nn.Dropout(HEAD_DROPOUT)
+            self.dense2 = glorot(nn.Linear(aggregated, n_tags))
 
-    def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = torch.relu(self.bn0(self.conv0(waveform.unsqueeze(1))))
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The embedding (batch, sum of the last three widths) of (batch, samples) or (batch, in_channels, steps)."""
+        x = waveform.unsqueeze(1) if self.in_channels == 1 else waveform
+        x = torch.relu(self.bn0(self.conv0(x)))
         pooled = []
         for index in range(1, self.n_blocks + 1):
             x = getattr(self, f"layer{index}")(x)
             if index > self.n_blocks - AGGREGATED_BLOCKS:
                 pooled.append(x.amax(dim=2))
-        embedding = torch.relu(self.bn(self.dense1(torch.cat(pooled, dim=1))))
+        return torch.relu(self.bn(self.dense1(torch.cat(pooled, dim=1))))
+
+    def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        embedding = self.features(waveform)
         logits = self.dense2(self.dropout(embedding))
         return {"embedding": embedding, "logits": logits, "tags": torch.sigmoid(logits)}
+
+
+class SampleCNNEncoder(SampleCNN):
+    """Sample-CNN without its tag head, as JETATAG's encoders use it: ``forward`` returns the embedding
+    (batch, sum of the last three widths), 1024 for the standard widths."""
+
+    def __init__(self, block: str = "basic", widths: Sequence[int] = SAMPLECNN_WIDTHS, in_channels: int = 1) -> None:
+        super().__init__(block, n_tags=None, widths=widths, in_channels=in_channels)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.features(waveform)
 
 
 SAMPLECNN_RECIPE = {
