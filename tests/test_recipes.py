@@ -132,3 +132,34 @@ def test_cli_train_resolves_the_recipe_and_flags_into_config_json(synth_corpus, 
     assert saved["precise_bn"] == 16
     assert saved["weight_decay"] == recipe["weight_decay"] and saved["single_label"] is False
     assert (tmp_path / "run" / "checkpoints" / "initial.pt").is_file()
+
+
+JETATAG_FLAG_ERRORS = [
+    (["--model", "jetatag"], "--model jetatag needs --encoder hc, ms, sc"),
+    (["--model", "jetatag", "--encoder", "xx"], "--model jetatag needs --encoder hc, ms, sc, got 'xx'"),
+    (["--model", "fcn05", "--encoder", "hc"], "--encoder applies to --model jetatag only, not 'fcn05'"),
+    (["--model", "jetatag", "--encoder", "hc", "--block", "se"], "--block applies to the sc encoder only"),
+    (["--model", "jetatag", "--encoder", "sc", "--block", "xx"], "unknown Sample-CNN block 'xx'"),
+    (["--model", "jetatag", "--encoder", "sc", "--epochs", "3", "--stage2-epochs", "4"],
+     "--epochs 3 and --stage2-epochs 4 disagree"),
+]
+
+
+def test_cli_jetatag_flag_errors(tmp_path, monkeypatch):
+    """Each bad mix of --model, --encoder, --block and the stage epochs is refused before anything is
+    written (in process); the command line prints the first as one line."""
+    from test_cli import assert_one_line_error, run_mde
+    from typer.testing import CliRunner
+
+    from mde.cli.app import _register_commands, app
+    from mde.errors import MdeError
+
+    _register_commands()
+    monkeypatch.chdir(tmp_path)
+    for args, message in JETATAG_FLAG_ERRORS:
+        result = CliRunner().invoke(app, ["train", *args, "--dataset", "manifest", "--data", "x.csv", "--out", "run"])
+        assert isinstance(result.exception, MdeError) and message in str(result.exception), (args, result.output)
+    assert not (tmp_path / "run").exists()
+    bad = run_mde("train", *JETATAG_FLAG_ERRORS[0][0], "--dataset", "manifest", "--data", "x.csv", "--out",
+                  tmp_path / "run", cwd=tmp_path, home=tmp_path)
+    assert_one_line_error(bad, JETATAG_FLAG_ERRORS[0][1])

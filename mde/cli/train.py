@@ -54,11 +54,15 @@ def _default(name: str) -> str:
 
 
 def train(
-    model: str = typer.Option(..., "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg (log-mel); soundnet, music2vec, samplecnn (with --block) (waveform)."),
+    model: str = typer.Option(..., "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg (log-mel); soundnet, music2vec, samplecnn (with --block), jetatag (with --encoder) (waveform)."),
     dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     out_dir: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, logs and metrics.json."),
-    block: Optional[str] = typer.Option(None, "--block", help="With --model samplecnn: its block type, basic (samplecnn), se (samplecnn_se), res (samplecnn_res) or rese (samplecnn_rese). (default: basic)"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="With --model jetatag: its waveform encoder, hc (Harmonic CNN), ms (Music-SincNet) or sc (Sample-CNN, with --block)."),
+    joint_embedding: Optional[bool] = typer.Option(None, "--je/--no-je", help="With --model jetatag: the joint-embedding stage first, then the classifier on the frozen encoder (withJE), or encoder and classifier trained together on the tags (noJE). (default: --je)"),
+    stage1_epochs: Optional[int] = typer.Option(None, "--stage1-epochs", help=f"With --je: epochs of the joint-embedding stage. {_default('stage1_epochs')}"),
+    stage2_epochs: Optional[int] = typer.Option(None, "--stage2-epochs", help="With --model jetatag: epochs of the classifier stage (--epochs by another name)."),
+    block: Optional[str] = typer.Option(None, "--block", help="With --model samplecnn (or jetatag --encoder sc): its block type, basic (samplecnn), se (samplecnn_se), res (samplecnn_res) or rese (samplecnn_rese). (default: basic)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache made by 'mde prepare' for this dataset (faster epochs), or 'auto': a temporary one in the run folder when the decoded audio is over --memory-budget (under it, it is kept in memory anyway)."),
     memory_budget: float = typer.Option(2.0, "--memory-budget", help="GiB of float32 kept in memory instead of read again: the decoded train and valid audio, and the validation inputs (computed once when they fit). 0: decode every file at every use."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Passes over the training split. {_default('epochs')}"),
@@ -91,13 +95,17 @@ def train(
     needs_train_extra("Training", "torch", "sklearn")
     from mde.trainer.config import TrainConfig
     from mde.trainer.loop import Trainer
-    from mde.trainer.models.samplecnn import samplecnn_model
 
     given = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
         "schedule": schedule, "gamma": gamma, "switch_epoch": switch_epoch, "switch_lr": switch_lr,
         "grad_clip": grad_clip, "early_stop": early_stop, "single_label": single_label, "precise_bn": precise_bn,
+        "joint_embedding": joint_embedding, "stage1_epochs": stage1_epochs,
     }
+    if stage2_epochs is not None:
+        if epochs is not None and epochs != stage2_epochs:
+            raise MdeError(f"--epochs {epochs} and --stage2-epochs {stage2_epochs} disagree (they are one setting)")
+        given["epochs"] = stage2_epochs
     settings: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
     if crops_per_clip is not None:
         settings["crops_per_clip"] = _auto(number_or(crops_per_clip, "auto", "--crops-per-clip", int))
@@ -110,7 +118,7 @@ def train(
     if dataset == "gtzan":
         settings["single_label"] = True
     config = TrainConfig.for_model(
-        samplecnn_model(model, block), dataset=dataset, data=str(data), out=str(out_dir),
+        _model_name(model, block, encoder), dataset=dataset, data=str(data), out=str(out_dir),
         cache=str(cache) if cache else None, memory_budget=memory_budget, merge_synonyms=merge_synonyms,
         workers=workers, device=device, seed=seed, **settings,
     )
@@ -121,7 +129,7 @@ def train(
         note = trainer.prepare_data(report)
     err.print(note)
     with file_progress() as progress:
-        epoch_task = progress.add_task("epochs", total=config.epochs, completed=trainer.epoch)
+        epoch_task = progress.add_task("epochs", total=trainer.stages[-1].end, completed=trainer.epoch)
         batch_task = progress.add_task("batches", total=None)
 
         def on_batch(step: int, steps: int, loss: float) -> None:
@@ -129,9 +137,12 @@ def train(
 
         def on_epoch(row: dict) -> None:
             progress.update(epoch_task, completed=row["epoch"])
+            stage = "" if row["stage"] == "tagging" else f" ({row['stage']} stage)"
+            score = (f"valid score {row['valid_score']:.4f} (best {row['best_score']:.4f}), "
+                     if "valid_score" in row else "")
             progress.console.print(
-                f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, valid loss {row['valid_loss']:.4f}, "
-                f"valid score {row['valid_score']:.4f} (best {row['best_score']:.4f}), lr {row['lr']:.2g}, "
+                f"epoch {row['epoch']}{stage}: train loss {row['train_loss']:.4f}, valid loss {row['valid_loss']:.4f}, "
+                f"{score}lr {row['lr']:.2g}, "
                 f"{row['seconds']:.1f} s, {row['windows_per_s']:.0f} windows/s, ETA {_duration(row['eta_s'])}"
             )
 
@@ -143,6 +154,23 @@ def train(
             raise typer.Exit(130) from None
     out.print_json(json.dumps(results))
     err.print(f"done: best epoch {results['best_epoch']}, results in {trainer.run_dir.metrics_path}")
+
+
+def _model_name(model: str, block: Optional[str], encoder: Optional[str]) -> str:
+    """The registry name that ``--model``, ``--block`` and ``--encoder`` choose (MdeError for a bad mix)."""
+    from mde.trainer.models.jetatag import ENCODERS, jetatag_model
+    from mde.trainer.models.samplecnn import samplecnn_model
+
+    if model != "jetatag":
+        if encoder is not None:
+            raise MdeError(f"--encoder applies to --model jetatag only, not {model!r}")
+        return samplecnn_model(model, block)
+    if encoder not in ENCODERS:
+        raise MdeError(f"--model jetatag needs --encoder {', '.join(ENCODERS)}" + (f", got {encoder!r}" if encoder else ""))
+    try:
+        return jetatag_model(encoder, block)
+    except ValueError as error:
+        raise MdeError(str(error)) from None
 
 
 def _int_list(text: Optional[str]) -> list[int]:

@@ -40,9 +40,13 @@ class TrainConfig:
     grad_clip: max gradient norm (None: no clipping).
     amp: mixed precision on CUDA (ignored on CPU).
     early_stop: stop after this many epochs without a better validation score (None: never).
+    joint_embedding, stage1_epochs: JETATAG's two stages (:mod:`mde.trainer.stages`): ``stage1_epochs``
+      of the joint embedding, then ``epochs`` of the classifier on the frozen encoder ("withJE"); False
+      trains encoder and classifier together on the tags for ``epochs`` ("noJE").
     precise_bn: after each epoch, recompute BatchNorm's running statistics as the plain average over this
       many training windows (:mod:`mde.trainer.batchnorm`), so that validation, the checkpoints and the
-      exported model normalise as training did; 0 keeps torch's running averages.
+      exported model normalise as training did (not in JETATAG's classifier stage, whose encoder is
+      frozen); 0 keeps torch's running averages.
     eval_crops: windows averaged per clip at evaluation (16 evenly spaced, as the sota recipe), or
       None for all non-overlapping windows as the runtime cuts them.
     workers: DataLoader worker processes.
@@ -75,6 +79,8 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     amp: bool = True
     early_stop: Optional[int] = None
+    joint_embedding: bool = False
+    stage1_epochs: int = 0
     precise_bn: int = 0
     eval_crops: Optional[int] = 16
     workers: int = 0
@@ -96,6 +102,8 @@ class TrainConfig:
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.switch_lr is None or self.switch_lr > 0,
              f"the switch learning rate must be positive, got {self.switch_lr}"),
+            (not self.joint_embedding or self.stage1_epochs >= 1,
+             f"the joint-embedding stage needs at least one epoch, got {self.stage1_epochs}"),
             (type(self.precise_bn) is int and self.precise_bn >= 0,
              f"precise BatchNorm takes a number of windows >= 0, got {self.precise_bn!r}"),
             (self.eval_crops is None or self.eval_crops >= 1, f"eval crops must be positive, got {self.eval_crops}"),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips, sel
 from mde.trainer.frontend import network_input
 from mde.trainer.models import ModelSpec, get_model_spec
 from mde.trainer.run_dir import RunDir
+from mde.trainer.stages import Stage, check_joint_network, stage_at, stage_plan, trainable_parameters
 
 AUTO_CACHE = "auto"
 """``cache`` value for a temporary feature cache in the run folder when the audio is over the memory budget."""
@@ -118,11 +119,13 @@ class Trainer:
         self.data.dataset.check_trainable()
         self.single_label = self.data.dataset.single_label
         self.net = self.spec.factory(n_tags=self.data.dataset.n_tags).to(self.device)
+        if config.joint_embedding:
+            check_joint_network(self.net, config.model)
         self.frontend = network_input(self.spec).to(self.device)
-        self.optimizer = build_optimizer(config, self.net.parameters())
-        self.scheduler = build_scheduler(config, self.optimizer)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
+        self.stages = stage_plan(config)
         self.epoch = 0
+        self._enter_stage(self.stages[0])
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
         self.best_score = -math.inf
         self.stale_epochs = 0
         self._source_and_note: Optional[tuple[Any, str]] = None
@@ -161,19 +164,19 @@ class Trainer:
             "best_score": self.best_score,
             "stale_epochs": self.stale_epochs,
             "optimizer_kind": type(self.optimizer).__name__.lower(),  # the one held (a switch is due next epoch)
+            "stage": self.stage.name,  # the stage the optimizer serves (the next one may be due)
             "torch_rng": torch.get_rng_state(),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
-        if state["optimizer_kind"] != self.config.optimizer:
-            self.optimizer = build_optimizer(self.config, self.net.parameters(), state["optimizer_kind"])
-            self.scheduler = build_scheduler(self.config, self.optimizer)
+        self.epoch = int(state["epoch"])
+        stage = next(s for s in self.stages if s.name == state.get("stage", self.stages[0].name))
+        self._enter_stage(stage, state["optimizer_kind"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.epoch = int(state["epoch"])
         self.best_score = float(state["best_score"])
         self.stale_epochs = int(state["stale_epochs"])
         torch.set_rng_state(state["torch_rng"].cpu())
@@ -191,10 +194,32 @@ class Trainer:
             "valid": scalar_metrics(metrics),
         }
 
-    def _optimizer_kind(self, epoch: int) -> str:
-        if self.config.schedule == "adam_then_sgd" and epoch >= self.config.switch_epoch:
+    def _optimizer_kind(self, stage_epoch: int) -> str:
+        """The optimizer of the stage's epoch ``stage_epoch`` (counted from the stage's first)."""
+        if self.config.schedule == "adam_then_sgd" and stage_epoch >= self.config.switch_epoch:
             return "sgd"
         return self.config.optimizer
+
+    @property
+    def _stage_epoch(self) -> int:
+        """The current epoch counted from the first epoch of its stage."""
+        return self.epoch - self.stage.start
+
+    def _enter_stage(self, stage: Stage, kind: Optional[str] = None) -> None:
+        """Make ``stage`` current: only its parameters trainable, a fresh optimizer (``kind``: default the
+        one due at the current epoch) and schedule, counted from the stage's first epoch."""
+        self.stage = stage
+        trainable = {id(p) for p in trainable_parameters(self.net, stage)}
+        for param in self.net.parameters():
+            param.requires_grad_(id(param) in trainable)
+        self._build_optimizer(kind or self._optimizer_kind(self._stage_epoch))
+
+    def _build_optimizer(self, kind: str) -> None:
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.config, params, kind)
+        self.scheduler = build_scheduler(self.config, self.optimizer)
+        if self.scheduler is not None and hasattr(self.scheduler, "last_epoch"):
+            self.scheduler.last_epoch = self._stage_epoch
 
     # ------------------------------------------------------------------ data
 
@@ -314,12 +339,35 @@ class Trainer:
                 f"({per_clip:.3g} per clip, --crops-per-clip {self.config.crops_per_clip}); {valid}")
 
     def evaluate(self, split: str) -> dict[str, Any]:
+        """Tagging metrics of ``split`` (in the joint stage: {'loss': the mean joint loss per clip})."""
+        if self.stage.name == "joint":
+            return {"loss": self._joint_loss(split)}
         scores, labels = predict_clips(self.net, self.frontend, self._eval_clips(split), self.device, self.single_label)
         return score_clips(scores, labels, self.data.dataset.tag_names, self.single_label)
 
     # ------------------------------------------------------------------ loop
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def _joint_loss(self, split: str) -> float:
+        """The joint-embedding loss of ``split``'s clips (each clip's windows against its tags), averaged."""
+        from mde.trainer.evaluate import window_outputs
+        from mde.trainer.models.jetatag import Jetatag, joint_loss
+
+        self.net.eval()
+        losses = []
+        for windows, label in self._eval_clips(split):
+            joint = window_outputs(self.net, self.frontend, windows.to(self.device))["joint"]
+            tags = torch.as_tensor(np.asarray(label, dtype=np.float32), device=self.device).expand(len(joint), -1)
+            losses.append(float(joint_loss(cast(Jetatag, self.net), joint.float(), tags)["total"]))
+        return float(np.mean(losses))
+
+    def _loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of the current stage for a batch's network outputs and labels."""
+        if self.stage.name == "joint":
+            from mde.trainer.models.jetatag import Jetatag, joint_loss
+
+            return joint_loss(cast(Jetatag, self.net), outputs["joint"].float(), labels)["total"]
+        logits = outputs["logits"].float()
         if self.single_label:
             return nn.functional.cross_entropy(logits, labels.argmax(dim=1))
         return nn.functional.binary_cross_entropy_with_logits(logits, labels)
@@ -327,6 +375,8 @@ class Trainer:
     def _train_epoch(self, on_batch: Optional[BatchCallback]) -> tuple[float, int]:
         """The mean training loss of one epoch and the number of windows it trained on."""
         self.net.train()
+        if self.stage.name == "classifier":
+            self.net.get_submodule("encoder").eval()  # frozen: BatchNorm statistics, dropout as at inference
         loader = self._train_loader()
         total, count = 0.0, 0
         for step, (waveforms, labels) in enumerate(loader):
@@ -334,7 +384,7 @@ class Trainer:
             with torch.autocast(self.device.type, enabled=self._amp):
                 with torch.no_grad():
                     logmel = self.frontend(waveforms)
-                loss = self._loss(self.net(logmel)["logits"].float(), labels)
+                loss = self._loss(self.net(logmel), labels)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.config.grad_clip:
@@ -360,11 +410,12 @@ class Trainer:
         recompute_batchnorm_stats(self.net, batches, forward, self.config.precise_bn)
 
     def _switch_optimizer_if_due(self) -> None:
-        if self._optimizer_kind(self.epoch) != type(self.optimizer).__name__.lower():
-            self.optimizer = build_optimizer(self.config, self.net.parameters(), self._optimizer_kind(self.epoch))
-            self.scheduler = build_scheduler(self.config, self.optimizer)
-            if self.scheduler is not None and hasattr(self.scheduler, "last_epoch"):
-                self.scheduler.last_epoch = self.epoch
+        """Enter the next stage when it is due, else switch optimizer when the schedule says so."""
+        stage = stage_at(self.stages, self.epoch)
+        if stage != self.stage:
+            self._enter_stage(stage)
+        elif self._optimizer_kind(self._stage_epoch) != type(self.optimizer).__name__.lower():
+            self._build_optimizer(self._optimizer_kind(self._stage_epoch))
 
     def _step_scheduler(self, valid_loss: float) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -378,14 +429,14 @@ class Trainer:
         writer = self._tensorboard()
         session_seconds, session_epochs = 0.0, 0
         try:
-            while self.epoch < self.config.epochs:
+            while self.epoch < self.stages[-1].end:
                 if self.config.early_stop and self.stale_epochs >= self.config.early_stop:
                     break
                 self._switch_optimizer_if_due()
                 started = time.perf_counter()
                 train_loss, windows = self._train_epoch(on_batch)
                 train_seconds = time.perf_counter() - started
-                if self.config.precise_bn:
+                if self.config.precise_bn and self.stage.name != "classifier":  # (that stage's encoder is frozen)
                     self._recompute_batchnorm()
                 valid = self.evaluate("valid")
                 self.epoch += 1
@@ -393,7 +444,7 @@ class Trainer:
                 session_seconds += seconds
                 session_epochs += 1
                 speed = {"windows_per_s": windows / max(train_seconds, 1e-9),
-                         "eta_s": session_seconds / session_epochs * (self.config.epochs - self.epoch)}
+                         "eta_s": session_seconds / session_epochs * (self.stages[-1].end - self.epoch)}
                 self._after_epoch(train_loss, valid, seconds, writer, on_epoch, speed)
         except KeyboardInterrupt:
             self.run_dir.save_checkpoint(self.run_dir.last, self._state())
@@ -411,22 +462,26 @@ class Trainer:
     def _after_epoch(self, train_loss: float, valid: dict[str, Any], seconds: float, writer, on_epoch,
                      speed: dict[str, float]) -> None:
         """Checkpoints, scheduler, log row; ``speed``: training windows/s and the ETA in seconds (for on_epoch)."""
-        score = selection_score(valid, self.single_label)
-        if score > self.best_score:
-            self.best_score, self.stale_epochs = score, 0
-            self.run_dir.save_checkpoint(self.run_dir.best, self._best_payload(valid))
-        else:
-            self.stale_epochs += 1
+        row: dict[str, Any] = {
+            "epoch": self.epoch, "train_loss": round(train_loss, 6), "valid_loss": round(valid["loss"], 6),
+            "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "stage": self.stage.name,
+        }
+        if self.stage.name != "joint":  # the joint stage has no tagging score: its last epoch carries on
+            score = selection_score(valid, self.single_label)
+            row["valid_score"] = round(score, 6)
+            if score > self.best_score:
+                self.best_score, self.stale_epochs = score, 0
+                self.run_dir.save_checkpoint(self.run_dir.best, self._best_payload(valid))
+            else:
+                self.stale_epochs += 1
         self._step_scheduler(valid["loss"])
         self.run_dir.save_checkpoint(self.run_dir.last, self._state())
-        row = {
-            "epoch": self.epoch, "train_loss": round(train_loss, 6), "valid_loss": round(valid["loss"], 6),
-            "valid_score": round(score, 6), "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
-        }
         self.run_dir.append_log(row)
         if writer:
             for key in ("train_loss", "valid_loss", "valid_score", "lr"):
-                writer.add_scalar(key, row[key], self.epoch)
+                if key in row:
+                    tag = key if self.stage.name == "tagging" else f"{self.stage.name}/{key}"
+                    writer.add_scalar(tag, row[key], self.epoch)
         if on_epoch:
             on_epoch({**row, **speed, "best_score": self.best_score})
 
@@ -450,6 +505,8 @@ class Trainer:
 
                 write_confusion_matrix(np.array(metrics["confusion"]), self.data.dataset.tag_names, self.run_dir.root)
         results["best_epoch"] = int(best["epoch"])
+        if self.config.joint_embedding:
+            results["stages"] = self.run_dir.log_by_stage()
         self.run_dir.write_json(self.run_dir.metrics_path, results)
         return results
 

@@ -24,7 +24,7 @@ import torch
 from mde.atomic import atomic_path
 from mde.errors import MdeError
 
-LOG_FIELDS = ("epoch", "train_loss", "valid_loss", "valid_score", "lr", "seconds")
+LOG_FIELDS = ("epoch", "train_loss", "valid_loss", "valid_score", "lr", "seconds", "stage")
 
 
 def _without_nan(value: Any) -> Any:
@@ -99,6 +99,19 @@ class RunDir:
             if new:
                 writer.writeheader()
             writer.writerow({key: row.get(key, "") for key in LOG_FIELDS})
+
+    def log_by_stage(self) -> dict[str, list[dict[str, float]]]:
+        """The log's rows grouped by stage (see mde.trainer.stages), each {'epoch', 'train_loss',
+        'valid_loss'[, 'valid_score']} as numbers; rows without a stage count as 'tagging'."""
+        with open(self.log_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        stages: dict[str, list[dict[str, float]]] = {}
+        for row in rows:
+            figures = {key: float(row[key]) for key in ("epoch", "train_loss", "valid_loss", "valid_score")
+                       if row.get(key) not in (None, "")}
+            figures["epoch"] = int(figures["epoch"])
+            stages.setdefault(row.get("stage") or "tagging", []).append(figures)
+        return stages
 
     def truncate_log(self, epochs: int) -> None:
         """Keep the log rows of the first ``epochs`` epochs (a resumed run rewrites later ones)."""

@@ -3,6 +3,7 @@
 from mde.trainer.models import (  # noqa: F401  (registration side effect)
     crnn,
     fcn,
+    jetatag,
     music2vec,
     musicnn,
     samplecnn,
