@@ -20,7 +20,12 @@ from mde.trainer.models import build_model, get_model_spec  # noqa: E402
 TAGS = ["a", "b", "c"]
 
 
-@pytest.mark.parametrize("name", ["soundnet", "music2vec", "samplecnn_se"])
+LAYERS = {"soundnet": {"conv8_2": 401}, "music2vec": {"dense100": 100}, "samplecnn_se": {},
+          "jetatag_sc": {"joint": 128}}
+"""Each family's exported layers beside the embedding and the tags, with their widths."""
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
 def test_a_waveform_family_exports_from_a_run_and_embeds_real_music(name, shared_data, tmp_path):
     spec = get_model_spec(name)
     torch.manual_seed(0)
@@ -38,6 +43,12 @@ def test_a_waveform_family_exports_from_a_run_and_embeds_real_music(name, shared
     frames = max(1, int(embedded.duration * spec.sample_rate) // spec.input_length)
     assert embedded.embedding.shape == (frames, spec.embedding_dim) and np.isfinite(embedded.embedding).all()
     assert embedded.tags.shape == (frames, len(TAGS)) and embedded.padded == (embedded.duration < spec.input_seconds)
+    assert info.outputs == {spec.embedding_output: spec.embedding_dim, **LAYERS[name], "tags": len(TAGS)}
+    for layer, width in LAYERS[name].items():
+        rows = load_model(result.path, threads=1).embed(shared_data / MTAT_CLIP, layer=layer).embedding
+        assert rows.shape == (frames, width) and np.isfinite(rows).all()
+        if layer == "joint":  # JETATAG's projection into the tag space is unit-norm
+            assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
 
 
 def test_mde_models_names_a_waveform_models_input(mde_home, tmp_path):

@@ -166,7 +166,8 @@ def _load_run(best: Path, run_name: str):
         frontend=spec.frontend, embedding_dim=spec.embedding_dim, tag_names=tag_names,
         channels=spec.channels, input_transform=spec.input_transform if spec.frontend is None else None,
         embedding_output=spec.embedding_output, tags_output="tags",
-        outputs={spec.embedding_output: spec.embedding_dim, "tags": len(tag_names)}, patch_frames=patch,
+        outputs={spec.embedding_output: spec.embedding_dim, **dict.fromkeys(spec.layers, 0), "tags": len(tag_names)},
+        patch_frames=patch,
         variable_length=spec.variable_length, metrics=dict(checkpoint.get("valid", {})),
     )
     with torch.no_grad():

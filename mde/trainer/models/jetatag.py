@@ -185,7 +185,7 @@ momentum 0.99, whose running averages need far more steps than a small corpus gi
 def _registered(name: str, architecture: str, input_length: int):
     """``register`` with what the JETATAG variants share."""
     return register(name, architecture=architecture, input_length=input_length, waveform_rate=HC_RATE,
-                    input_transform=MULAW_PEAK, embedding_dim=FEATURES, recipe=JETATAG_RECIPE)
+                    input_transform=MULAW_PEAK, embedding_dim=FEATURES, recipe=JETATAG_RECIPE, layers=("joint",))
 
 
 def jetatag_model(encoder: str, block: Optional[str]) -> str:

@@ -84,7 +84,7 @@ source starts with."""
 
 @register("music2vec", architecture="music2vec", input_length=MUSIC2VEC_SAMPLES, waveform_rate=SOUNDNET_RATE,
           input_transform=SOUNDNET_GAIN, embedding_dim=MUSIC2VEC_EMBEDDING, n_tags=GTZAN_GENRES,
-          recipe=MUSIC2VEC_RECIPE)
+          recipe=MUSIC2VEC_RECIPE, layers=("dense100",))
 def music2vec(**kwargs) -> Music2Vec:
     """music2vec on 30.65 s inputs (675,808 samples at 22,050 Hz, times 256), 10 genres by default."""
     return Music2Vec(**kwargs)

@@ -41,6 +41,8 @@ class ModelSpec:
     input_transform: what is done to a waveform network's samples first (see mde.runtime.input_transform).
     channels: audio channels the network takes (1: mono).
     recipe: the family's training defaults, TrainConfig field -> value (its seed's recipe; flags override).
+    layers: further outputs of the network that an export keeps beside the embedding and the tags (each
+      one (batch, size) per window), for ``mde embed --layer``.
     """
 
     name: str
@@ -57,6 +59,7 @@ class ModelSpec:
     input_transform: InputTransform = IDENTITY
     channels: int = 1
     recipe: Mapping[str, Any] = field(default_factory=dict)
+    layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.frontend is None) == (self.waveform_rate is None):
@@ -101,7 +104,7 @@ def register(
     frontend: Optional[FrontendConfig] = None, waveform_rate: Optional[int] = None,
     input_transform: InputTransform = IDENTITY, channels: int = 1, n_tags: int = 50,
     framing: Framing = "audio_windows", embedding_output: str = "embedding", variable_length: bool = False,
-    recipe: Optional[Mapping[str, Any]] = None,
+    recipe: Optional[Mapping[str, Any]] = None, layers: tuple[str, ...] = (),
 ) -> Callable[[Factory], Factory]:
     """Decorator registering a model factory under ``name`` (names are unique): a log-mel network with
     ``frontend``, or a waveform network with ``waveform_rate`` (Hz) and ``input_transform``."""
@@ -113,7 +116,7 @@ def register(
             name=name, architecture=architecture, input_length=input_length, frontend=frontend,
             framing=framing, embedding_dim=embedding_dim, n_tags=n_tags, factory=factory,
             embedding_output=embedding_output, variable_length=variable_length, waveform_rate=waveform_rate,
-            input_transform=input_transform, channels=channels, recipe=dict(recipe or {}),
+            input_transform=input_transform, channels=channels, recipe=dict(recipe or {}), layers=layers,
         )
         return factory
 

@@ -20,8 +20,9 @@ spanning point k - 1 to point k + 1, the first starting at 30 Hz and the last en
 Nyquist frequency.
 
 Where we differ: (1) the source designs the filters for 22,050 Hz while feeding 16 kHz audio (so every
-band sits at 16/22.05 of its intended frequency) and never lets them learn (it builds them once); here
-they are designed at the real input rate and their edges are trainable parameters, as in SincNet.
+band sits at 16/22.05 of its intended frequency); here they are designed at the real input rate. In both
+the edges learn: the low edge and width of each filter are trainable weights, the filters recomputed from
+them on every call, as in SincNet.
 (2) The source's sinc is sin(2 f t) / (2 f t), without SincNet's pi, which puts every cut-off at 1/pi of
 its parameter; here the sinc has its pi, so the edges are where the parameters say.
 """

@@ -166,7 +166,8 @@ SOUNDNET_RECIPE = {
 
 
 @register("soundnet", architecture="SoundNet8", input_length=SOUNDNET_SAMPLES, waveform_rate=SOUNDNET_RATE,
-          input_transform=SOUNDNET_GAIN, embedding_dim=SOUNDNET8[-2].channels, recipe=SOUNDNET_RECIPE)
+          input_transform=SOUNDNET_GAIN, embedding_dim=SOUNDNET8[-2].channels, recipe=SOUNDNET_RECIPE,
+          layers=("conv8_2",))
 def soundnet(**kwargs) -> SoundNetTagger:
     """SoundNet-8 tagger on 20 s windows (441,000 samples at 22,050 Hz, times 256)."""
     return SoundNetTagger(**kwargs)
