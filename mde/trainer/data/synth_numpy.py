@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mde.trainer.data.synth_score import DrumHit, Note, Score, midi_to_hz
+from mde.trainer.data.synth_score import DrumHit, Note, Score
+from mde.trainer.pitch import midi_to_hz
 
 _NYQUIST_MARGIN = 0.45
 """Partials are kept below this fraction of the sample rate (no aliasing)."""

@@ -106,11 +106,6 @@ def compose(rng: np.random.Generator, seconds: float) -> Score:
     return Score(seconds, bpm, parts, gains_db, drums, level_dbfs, tuple(sorted(tags, key=TAGS.index)))
 
 
-def midi_to_hz(pitch: float) -> float:
-    """Frequency in Hz of a MIDI pitch (A4 = 69 = 440 Hz)."""
-    return 440.0 * 2.0 ** ((pitch - 69) / 12)
-
-
 def _chords(rng: np.random.Generator, n_bars: int) -> list[Chord]:
     """One triad per bar in a random major or minor key."""
     tonic = int(rng.integers(12))

@@ -64,6 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mde.trainer.pitch import midi_to_hz
+
 HC_RATE = 16000
 """Input rate in Hz."""
 HC_SAMPLES = 80000
@@ -102,11 +104,6 @@ KERAS_BN_MOMENTUM = 0.01  # torch convention for Keras' momentum 0.99
 def hz_to_midi(hz: float | np.ndarray) -> np.ndarray:
     """Frequency in Hz -> (fractional) MIDI number, A4 = 440 Hz = 69."""
     return 12 * np.log2(np.asarray(hz, dtype=np.float64) / 440.0) + 69
-
-
-def midi_to_hz(midi: float | np.ndarray) -> np.ndarray:
-    """(Fractional) MIDI number -> frequency in Hz."""
-    return 440.0 * 2.0 ** ((np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
 
 
 def highest_midi(sample_rate: int, n_harmonic: int) -> int:
