@@ -5,6 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Under pytest -n N each worker gets its share of the cores for its math libraries (torch's OpenMP pool,
+    # OpenBLAS), read when they load, so N workers do not spin 2N threads on N cores. Set before numpy loads.
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, _threads)
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,18 +86,27 @@ def musicnn_home(tmp_path_factory) -> Path:
     return home
 
 
+class _SeedStore(dict):
+    """arch ('fcn05', 'fcn29') -> the stored model file of the first seed's checkpoint, imported on first use."""
+
+    def __init__(self, data: Path, home: Path) -> None:
+        super().__init__()
+        self.data, self.home = data, home
+
+    def __missing__(self, arch: str) -> Path:
+        from mde.export.importers.seed import import_seed
+
+        with store_at(self.home):
+            self[arch] = import_seed(self.data / {"fcn05": FCN05_CKPT, "fcn29": FCN29_CKPT}[arch])[0]
+        return self[arch]
+
+
 @pytest.fixture(scope="session")
 def seed_models(shared_data, tmp_path_factory) -> dict[str, Path]:
-    """The first seed's FCN05 and FCN29 checkpoints imported into a store, once for the session."""
+    """The first seed's FCN05 and FCN29 checkpoints imported into one store for the session, each when a test
+    first asks for it (FCN29's import is the longer, and not every test needs both)."""
     pytest.importorskip("torch")
-    from mde.export.importers.seed import import_seed
-
-    home = tmp_path_factory.mktemp("seed-home")
-    with store_at(home):
-        return {
-            "fcn05": import_seed(shared_data / FCN05_CKPT)[0],
-            "fcn29": import_seed(shared_data / FCN29_CKPT)[0],
-        }
+    return _SeedStore(shared_data, tmp_path_factory.mktemp("seed-home"))
 
 
 @pytest.fixture(scope="session")

@@ -127,13 +127,15 @@ def _three_precisions(source, out: Path, calib: Path, hop: float, name: str) -> 
 
 @pytest.fixture(scope="module")
 def seed_exports(shared_data, tmp_path_factory) -> dict[str, dict[str, object]]:
-    """FCN05 (0.5 s windows, hop 0.25 s: ~230 calibration windows) and FCN29 (29 s windows, hop 0.01 s:
-    ~110 windows over the two clips) in three precisions."""
+    """FCN05 in three precisions (0.5 s windows, hop 0.25 s: ~230 calibration windows) and FCN29 in fp32 and
+    fp16. FCN29's int8 needs 100 calibration windows of 29 s (26 s of export here, as long as the rest of
+    this file): benchmarks/bench_precision.py measures it, and FCN05 runs the same int8 path in CI."""
     out = tmp_path_factory.mktemp("seed-exports")
     audio = shared_data / "audio"
+    fcn29 = export_model(shared_data / FCN29_CKPT, out / "fcn29-fp32.onnx")
     return {
         "fcn05": _three_precisions(shared_data / FCN05_CKPT, out, audio, 0.25, "fcn05"),
-        "fcn29": _three_precisions(shared_data / FCN29_CKPT, out, audio, 0.01, "fcn29"),
+        "fcn29": {"fp32": fcn29, "fp16": export_model(fcn29.path, out / "fcn29-fp16.onnx", fp16=True, calib=audio)},
     }
 
 
@@ -146,14 +148,20 @@ def musicnn_exports(tmp_path_factory, shared_data, musicnn_home) -> dict[str, ob
 
 
 def _check_precisions(results: dict[str, object], clip: Path, int8_min_cosine: float) -> None:
-    fp16, int8 = results["fp16"].agreement, results["int8"].agreement
+    """fp16 (and int8, when ``results`` has it) against fp32: the export's agreement figures, the precision
+    the files declare, and the runtime's embeddings and tags of ``clip``."""
+    fp16 = results["fp16"].agreement
     assert fp16.cosine_min >= 0.999 and fp16.tags_max_delta <= 1e-2
-    assert int8.cosine_min >= int8_min_cosine and int8.windows >= 100 and int8.top5_agreement >= 0.5
+    if "int8" in results:
+        int8 = results["int8"].agreement
+        assert int8.cosine_min >= int8_min_cosine and int8.windows >= 100 and int8.top5_agreement >= 0.5
     assert {key: read_model_info(result.path).precision for key, result in results.items()} == {
-        "fp32": "fp32", "fp16": "fp16", "int8": "int8"}
+        key: key for key in results}
     embedded = {key: load_model(result.path).embed(clip) for key, result in results.items()}
     reference = embedded["fp32"]
     for key, tolerance in (("fp16", 1e-2), ("int8", 0.15)):
+        if key not in embedded:
+            continue
         result = embedded[key]
         assert result.embedding.dtype == np.float32 and result.tags.dtype == np.float32
         assert result.embedding.shape == reference.embedding.shape
@@ -175,10 +183,14 @@ def test_mtt_musicnn_in_fp16_and_int8_agrees_with_fp32(musicnn_exports, shared_d
 
 
 def test_bad_inputs_give_one_line_errors(tiny_run, tmp_path):
-    missing = run_mde("export", tmp_path / "no-such-run", "-o", tmp_path / "x.onnx", cwd=tmp_path, home=tmp_path)
-    assert_one_line_error(missing, "no-such-run")
-    no_calib = run_mde("export", tiny_run, "-o", tmp_path / "x.onnx", "--int8", cwd=tmp_path, home=tmp_path)
-    assert_one_line_error(no_calib, "--int8 needs --calib")
+    """Too little calibration audio through the command (one line, nothing written); the other refusals in
+    process (MdeError, whose one-line form test_cli checks once)."""
+    from mde.errors import MdeError
+
+    with pytest.raises(MdeError, match="no-such-run"):
+        export_model(tmp_path / "no-such-run", tmp_path / "x.onnx")
+    with pytest.raises(MdeError, match="--int8 needs --calib"):
+        export_model(tiny_run, tmp_path / "x.onnx", int8=True)
     clip = next((tiny_run.parent / "synth" / "clips").glob("*.wav"))  # 2 s: 94 windows of 0.5 s 16 ms apart
     fp32 = export_model(tiny_run, tmp_path / "run.onnx").path
     few = run_mde("export", fp32, "-o", tmp_path / "x.onnx", "--int8", "--calib", clip, cwd=tmp_path, home=tmp_path)

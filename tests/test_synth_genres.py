@@ -91,11 +91,21 @@ def test_same_seed_same_corpus(tmp_path: Path) -> None:
     assert clips(one) == clips(synthesize_genres(tmp_path / "again", 6, seed=4, seconds=0.5, engine="numpy"))
     assert clips(one) != clips(synthesize_genres(tmp_path / "other", 6, seed=5, seconds=0.5, engine="numpy"))
     assert clips(synthesize_genres(one, 6, seed=4, seconds=0.5, engine="numpy")) == clips(one)  # a rerun overwrites
+    # a subset of the genres: the same clips as the whole corpus's, and only those genres' folders
+    some = synthesize_genres(tmp_path / "some", 2, seed=4, seconds=0.5, engine="numpy", genres=["rock", "jazz"])
+    assert sorted(p.name for p in (some / "genres").iterdir()) == ["jazz", "rock"]
+    for genre in ("jazz", "rock"):
+        name = f"genres/{genre}/{genre}.00000.wav"
+        assert (some / name).read_bytes() == (one / name).read_bytes()
 
 
 def test_bad_corpora_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MdeError, match=r"at least one clip per genre: n >= 6, got n=5"):
         synthesize_genres(tmp_path / "few", 5, engine="numpy")
+    with pytest.raises(MdeError, match=r"unknown genre 'polka'; the genres are classical, country"):
+        synthesize_genres(tmp_path / "polka", 6, engine="numpy", genres=["rock", "polka"])
+    with pytest.raises(MdeError, match=r"give each genre once, at least one: got rock, rock"):
+        synthesize_genres(tmp_path / "twice", 6, engine="numpy", genres=["rock", "rock"])
     synthesize_genres(tmp_path / "used", 7, seconds=0.25, engine="numpy")
     with pytest.raises(MdeError, match=r"holds classical/classical\.00001\.wav, which this corpus does not make"):
         synthesize_genres(tmp_path / "used", 6, seconds=0.25, engine="numpy")

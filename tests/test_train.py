@@ -131,22 +131,29 @@ def test_eval_of_a_run_matches_its_metrics(fcn05_run, corpus):
 
 
 def test_cli_train_and_its_errors(corpus, tmp_path):
-    from test_cli import assert_one_line_error, run_mde
+    """`mde train` in a subprocess, as a user runs it; `mde eval` and the refusals in process (the one-line
+    form of every MdeError is tested once, in test_cli)."""
+    from test_cli import run_mde
+    from typer.testing import CliRunner
+
+    from mde.cli.app import _register_commands, app
 
     out = tmp_path / "run"
     proc = run_mde("train", "--model", "fcn05", "--dataset", "manifest", "--data", corpus, "--epochs", "1",
-                   "--out", out, "--device", "cpu", "--eval-crops", "2", cwd=tmp_path, home=tmp_path)
+                   "--crops-per-clip", "1", "--out", out, "--device", "cpu", "--eval-crops", "2",
+                   cwd=tmp_path, home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["test"]["roc_auc"] > 0
-    proc = run_mde("eval", out, "--dataset", "manifest", "--data", corpus, "--eval-crops", "2",
-                   cwd=tmp_path, home=tmp_path)
-    assert proc.returncode == 0 and "roc_auc" in proc.stdout
-    bad = run_mde("train", "--model", "nope", "--dataset", "manifest", "--data", corpus, "--out", tmp_path / "x",
-                  cwd=tmp_path, home=tmp_path)
-    assert_one_line_error(bad, "unknown architecture 'nope'")
-    bad = run_mde("train", "--model", "fcn05", "--dataset", "manifest", "--data", corpus, "--out", tmp_path / "y",
-                  "--eval-crops", "some", cwd=tmp_path, home=tmp_path)
-    assert_one_line_error(bad, "--eval-crops")
+    _register_commands()
+    result = CliRunner().invoke(app, ["eval", str(out), "--dataset", "manifest", "--data", str(corpus),
+                                      "--eval-crops", "2"])
+    assert result.exit_code == 0 and "roc_auc" in result.stdout, result.output
+    for flags, message in ((["--model", "nope"], "unknown architecture 'nope'"),
+                           (["--model", "fcn05", "--eval-crops", "some"], "--eval-crops")):
+        result = CliRunner().invoke(app, ["train", *flags, "--dataset", "manifest", "--data", str(corpus),
+                                          "--out", str(tmp_path / "x")])
+        assert isinstance(result.exception, MdeError) and message in str(result.exception), result.output
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_synth_prepare_and_train_from_the_cache(tmp_path):

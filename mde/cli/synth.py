@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -25,6 +26,7 @@ def synth(
     engine: str = typer.Option("auto", "--engine", help="fluidsynth (General MIDI SoundFont), numpy (built-in synthesizer) or auto (fluidsynth when installed)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same corpus."),
     workers: int = typer.Option(1, "--workers", help="Worker processes."),
+    genres: Optional[str] = typer.Option(None, "--genres", help="--kind genres: make only these genres, comma-separated (e.g. rock,jazz); a clip is the same as in the whole corpus. Default: all six."),
 ) -> None:
     """Write a synthesized corpus whose labels come from how each clip was made (no download needed)."""
     from mde.trainer.data.synth import synthesize_corpus
@@ -32,14 +34,24 @@ def synth(
 
     if kind not in SYNTH_KINDS:
         raise MdeError(f"unknown corpus kind {kind!r}; choose one of {', '.join(SYNTH_KINDS)}")
+    if genres is not None and kind != "genres":
+        raise MdeError("--genres applies to --kind genres only")
     with stage_progress() as report:
         def announce(engine_name: str) -> None:  # after the argument checks: a bad argument stays one line
             err.print(f"synthesizing {n} clips with {engine_name} ...")
             report("clips", 0, n)
 
-        make = synthesize_corpus if kind == "tags" else synthesize_genres
-        written = make(out_dir, n, seed=seed, sample_rate=sample_rate, seconds=seconds, engine=engine,
-                       workers=workers, announce=announce, on_clip=lambda done: report("clips", done, n))
+        def on_clip(done: int) -> None:
+            report("clips", done, n)
+
+        if kind == "tags":
+            written = synthesize_corpus(out_dir, n, seed=seed, sample_rate=sample_rate, seconds=seconds,
+                                        engine=engine, workers=workers, announce=announce, on_clip=on_clip)
+        else:
+            chosen = None if genres is None else [g.strip() for g in genres.split(",") if g.strip()]
+            written = synthesize_genres(out_dir, n, seed=seed, sample_rate=sample_rate, seconds=seconds,
+                                        engine=engine, workers=workers, genres=chosen, announce=announce,
+                                        on_clip=on_clip)
     if kind == "tags":
         err.print(f"wrote {n} clips and {written}; train with: mde train --dataset manifest --data {written} ...")
     else:

@@ -32,7 +32,7 @@ seeded with ``(seed, g, i)``, so the corpus depends only on its arguments, not o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -151,39 +151,57 @@ def synthesize_genres(
     seconds: float = 4.0,
     engine: str = "auto",
     workers: int = 1,
+    genres: Sequence[str] | None = None,
     announce: Callable[[str], None] | None = None,
     on_clip: Callable[[int], None] | None = None,
 ) -> Path:
-    """Write ``n`` clips of ``seconds`` s at ``sample_rate`` Hz, shared out over the genres as evenly as
-    possible (the first genres get one more), to ``out_dir/genres/<genre>/<genre>.NNNNN.wav``; return
+    """Write ``n`` clips of ``seconds`` s at ``sample_rate`` Hz, shared out over the genres (``genres``, a
+    subset of :data:`GENRES` in any order; None: all) as evenly as possible (the first genres in GENRES' order
+    get one more), to ``out_dir/genres/<genre>/<genre>.NNNNN.wav``; return
     ``out_dir``, which ``mde train --dataset gtzan --data out_dir`` reads (its seeded 80/10/10 split per
     genre: valid and test get round(n / 10) clips of each genre, at least one from 3 clips up).
 
     ``engine``, ``workers``, ``announce`` and ``on_clip`` are as for
     :func:`mde.trainer.data.synth.synthesize_corpus`. Files already there under the same names are
     overwritten; a ``genres`` folder holding anything else is refused (the gtzan loader would read it).
-    Raises MdeError for bad arguments, fewer clips than genres, and a missing fluidsynth when asked for.
+    A clip of a genre is the same whichever other genres are made beside it.
+    Raises MdeError for bad arguments, an unknown genre, fewer clips than genres, and a missing fluidsynth
+    when asked for.
     """
     check_render_arguments(n, sample_rate, seconds, workers)
-    if n < len(GENRES):
-        raise MdeError(f"the genre corpus needs at least one clip per genre: n >= {len(GENRES)}, got n={n}")
+    chosen = _chosen_genres(genres)
+    if n < len(chosen):
+        raise MdeError(f"the genre corpus needs at least one clip per genre: n >= {len(chosen)}, got n={n}")
     root = out_dir / GENRE_ROOT
-    counts = [n // len(GENRES) + (g < n % len(GENRES)) for g in range(len(GENRES))]
+    counts = [n // len(chosen) + (g < n % len(chosen)) for g in range(len(chosen))]
     width = max(5, len(str(max(counts) - 1)))
     paths = {genre: [root / genre / f"{genre}.{i:0{width}d}.wav" for i in range(count)]
-             for genre, count in zip(GENRES, counts)}
+             for genre, count in zip(chosen, counts)}
     _refuse_strangers(root, paths)
     fluidsynth = resolve_engine(engine)
     if announce:
         announce(describe_engine(fluidsynth))
     jobs = []
-    for g, (genre, genre_paths) in enumerate(paths.items()):
+    for genre, genre_paths in paths.items():
         (root / genre).mkdir(parents=True, exist_ok=True)
         composer = partial(compose_genre, genre=genre)
+        g = list(GENRES).index(genre)
         jobs += [ClipJob(path, (seed, g, i), composer, sample_rate, seconds, fluidsynth)
                  for i, path in enumerate(genre_paths)]
     make_clips(jobs, workers, on_clip)
     return out_dir
+
+
+def _chosen_genres(genres: Sequence[str] | None) -> list[str]:
+    """The genres to make, in GENRES' order (MdeError for an unknown, a repeated or no genre)."""
+    if genres is None:
+        return list(GENRES)
+    unknown = [genre for genre in genres if genre not in GENRES]
+    if unknown:
+        raise MdeError(f"unknown genre {unknown[0]!r}; the genres are {', '.join(GENRES)}")
+    if not genres or len(set(genres)) != len(genres):
+        raise MdeError(f"give each genre once, at least one: got {', '.join(genres) or 'none'}")
+    return [genre for genre in GENRES if genre in genres]
 
 
 def _refuse_strangers(root: Path, paths: dict[str, list[Path]]) -> None:
