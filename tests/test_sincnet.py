@@ -74,6 +74,18 @@ def test_output_length_gradients_and_parameters():
     assert sum(p.numel() for p in net.parameters()) == 2 * 256 + head_free + first_conv_extra
 
 
+def test_the_fft_path_is_the_direct_convolution():
+    """Training runs the bank through the FFT; it gives the zero-padded direct convolution (float64 here) for a
+    batch of several signals, to float32 rounding of the products' sums."""
+    bank = MusicSinc(64, 2501, RATE)
+    x = torch.randn(3, 1, 3000)
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        want = torch.nn.functional.conv1d(x.double(), bank.filters().double(), padding=2500)
+        got = bank(x)
+    assert got.shape == want.shape == (3, 64, 5500)
+    assert float((got.double() - want).abs().max()) < 1e-5 * float(want.abs().max())
+
+
 def test_the_bank_exports_to_onnx_and_agrees(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     bank = MusicSinc(16, 251, RATE).eval()

@@ -21,8 +21,9 @@ TAGS = ["a", "b", "c"]
 
 
 LAYERS = {"soundnet": {"conv8_2": 401}, "music2vec": {"dense100": 100}, "samplecnn_se": {},
-          "jetatag_sc": {"joint": 128}}
-"""Each family's exported layers beside the embedding and the tags, with their widths."""
+          "jetatag_sc": {"joint": 128}, "jetatag_hc": {"joint": 128}}
+"""Each family's exported layers beside the embedding and the tags, with their widths. JETATAG's Music-SincNet
+(40 s here: 39 GMAC a window) is its Sample-CNN rese behind the sinc bank, whose export test_sincnet checks."""
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
@@ -33,12 +34,17 @@ def test_a_waveform_family_exports_from_a_run_and_embeds_real_music(name, shared
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     torch.save({"model": network.state_dict(), "architecture": name, "tag_names": TAGS, "valid": {}},
                tmp_path / "run" / "checkpoints" / "best.pt")
+    joint = "joint" in LAYERS[name]
+    if joint:  # a withJE run: its joint output and tag encoder are exported
+        (tmp_path / "run" / "config.json").write_text(json.dumps({"model": name, "joint_embedding": True}))
     result = export_model(tmp_path / "run", tmp_path / f"{name}.onnx")
     info = result.info
     assert (info.input_kind, info.frontend, info.sample_rate, info.window_samples) == (
         "waveform", None, spec.sample_rate, spec.input_length)
     assert info.input_transform == spec.input_transform and info.embedding_dim == spec.embedding_dim
-    assert max(result.torch_deltas.values()) < 1e-3, result.torch_deltas
+    # the export checked every output against torch within 1e-4 of its largest value (untrained, Music-SincNet's
+    # embedding reaches ~600); the tags are probabilities
+    assert set(result.torch_deltas) == set(info.outputs) and result.torch_deltas["tags"] < 1e-4, result.torch_deltas
     embedded = load_model(result.path, threads=1).embed(shared_data / MTAT_CLIP)
     frames = max(1, int(embedded.duration * spec.sample_rate) // spec.input_length)
     assert embedded.embedding.shape == (frames, spec.embedding_dim) and np.isfinite(embedded.embedding).all()
@@ -49,6 +55,11 @@ def test_a_waveform_family_exports_from_a_run_and_embeds_real_music(name, shared
         assert rows.shape == (frames, width) and np.isfinite(rows).all()
         if layer == "joint":  # JETATAG's projection into the tag space is unit-norm
             assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    if joint:  # the tag encoder, through ONNX Runtime, against the network's own
+        point = load_model(result.path, threads=1).embed_tags(["a", "c"])
+        with torch.no_grad():
+            want = network.embed_tags(torch.tensor([[1.0, 0.0, 1.0]]))[0].numpy()
+        assert point.shape == (128,) and np.abs(point - want).max() < 1e-5
 
 
 def test_mde_models_names_a_waveform_models_input(mde_home, tmp_path):

@@ -18,7 +18,7 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from mde.cli import bench, embed, export, models, stream, synth, train, viz
+    from mde.cli import bench, embed, evaluate, export, models, stream, synth, train, viz
 
     bench.register(app)
     embed.register(app)
@@ -27,6 +27,7 @@ def _register_commands() -> None:
     stream.register(app)
     synth.register(app)
     train.register(app)
+    evaluate.register(app)
     viz.register(app)
 
 

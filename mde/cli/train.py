@@ -1,4 +1,4 @@
-"""``mde train``, ``mde eval`` and ``mde prepare``: the training side (needs torch)."""
+"""``mde train`` and ``mde prepare``: the training side (needs torch)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ DATA_HELP = "The dataset folder (mtat, gtzan) or manifest CSV file."
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-    app.command("eval")(evaluate)
     app.command("prepare")(prepare)
 
 
@@ -196,42 +195,6 @@ def _duration(seconds: float) -> str:
         return f"{whole // 60} min {whole % 60:02d} s"
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
-
-
-def evaluate(
-    target: str = typer.Argument(..., help="A run folder (its best checkpoint, evaluated in torch) or a model name / .onnx file (evaluated through the runtime)."),
-    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
-    data: Path = typer.Option(..., "--data", help=DATA_HELP),
-    split: str = typer.Option("test", "--split", help="train, valid or test."),
-    eval_crops: str = typer.Option("16", "--eval-crops", help="Run folders: windows per clip, a number or 'all'. Model files always use all windows."),
-    single_label: bool = typer.Option(False, "--single-label", help="One class per clip (adds accuracy, precision, recall, F1)."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics to this JSON file."),
-    figures: Optional[Path] = typer.Option(None, "--figures", help="Single-label: also write confusion_matrix.png (two panels: counts, and counts normalised per true class) and confusion_matrix.csv into this folder."),
-) -> None:
-    """Evaluate a trained run or a model file on a dataset split: ROC-AUC, PR-AUC, loss (and accuracy...)."""
-    needs_train_extra("Evaluating", "sklearn")
-    from mde.trainer.assess import assess
-
-    single_label = single_label or dataset == "gtzan"
-    if figures is not None and not single_label:
-        raise MdeError("--figures draws a confusion matrix: it needs a single-label evaluation (--single-label)")
-    crops = number_or(eval_crops, "all", "--eval-crops", int)
-    metrics = assess(target, dataset, data, split, crops, single_label)
-    if figures is not None:
-        if "confusion" not in metrics:
-            raise MdeError(f"{target}: this evaluation has no confusion matrix (a model file needs every class "
-                           "of the dataset among its tags)")
-        from mde.trainer.metrics import write_confusion_matrix
-
-        csv_path, png_path = write_confusion_matrix(metrics["confusion"], metrics["class_names"], figures)
-        err.print(f"wrote {png_path} and {csv_path}")
-    text = json.dumps(metrics, indent=2)
-    if out_file:
-        from mde.atomic import atomic_path
-
-        with atomic_path(out_file) as tmp:
-            tmp.write_text(text + "\n")
-    out.print_json(text)
 
 
 def prepare(

@@ -5,6 +5,8 @@ Sources:
 * a run folder (or its ``checkpoints/best.pt``): the registry network is rebuilt with the run's tag
   count and best weights, and its metadata is made from the registry entry and the run (a log-mel
   network's front end, or a waveform network's rate, channels and input transform);
+  a run that trained a joint audio-tag space (JETATAG withJE) also gets its tag encoder, as a second
+  small fp32 graph in the metadata (:mod:`mde.runtime.tag_space`);
 * a first-seed ``.ckpt``: read by :mod:`mde.export.importers.seed`;
 * a stored model name or an ``.onnx`` file (fp32): only the precision conversion applies.
 
@@ -21,6 +23,7 @@ int8 (:mod:`mde.export.quantize`) and checked against the fp32 graph.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import tempfile
@@ -33,11 +36,12 @@ from mde.atomic import atomic_path
 from mde.errors import MdeError, ModelError
 from mde.export.calibration import Notes, audio_windows, spread
 from mde.export.examples import example_inputs
-from mde.export.onnx_export import check_parity, export_onnx, read_metadata, with_metadata
+from mde.export.onnx_export import check_parity, export_onnx, export_tag_encoder, read_metadata, with_metadata
 from mde.export.progress import Progress, no_progress
 from mde.export.quantize import MIN_CALIBRATION_WINDOWS, Agreement, to_fp16, to_int8
 from mde.runtime import store
-from mde.runtime.package import ModelInfo
+from mde.runtime.package import JOINT_OUTPUT, ModelInfo
+from mde.runtime.tag_space import encode_graph
 
 MIN_OPSET = 17
 EXAMPLE_WINDOWS = 3
@@ -157,6 +161,8 @@ def _load_run(best: Path, run_name: str):
     network = spec.factory(n_tags=len(tag_names))
     network.load_state_dict(checkpoint["model"])
     network.eval()
+    joint = _trained_joint_space(best.parent.parent)
+    layers = tuple(layer for layer in spec.layers if joint or layer != JOINT_OUTPUT)
     patch = spec.n_frames if spec.framing == "mel_patches" else None
     window = patch * spec.logmel_frontend.hop_length if patch else spec.input_length
     info = ModelInfo(
@@ -166,14 +172,26 @@ def _load_run(best: Path, run_name: str):
         frontend=spec.frontend, embedding_dim=spec.embedding_dim, tag_names=tag_names,
         channels=spec.channels, input_transform=spec.input_transform if spec.frontend is None else None,
         embedding_output=spec.embedding_output, tags_output="tags",
-        outputs={spec.embedding_output: spec.embedding_dim, **dict.fromkeys(spec.layers, 0), "tags": len(tag_names)},
+        outputs={spec.embedding_output: spec.embedding_dim, **dict.fromkeys(layers, 0), "tags": len(tag_names)},
         patch_frames=patch,
         variable_length=spec.variable_length, metrics=dict(checkpoint.get("valid", {})),
     )
     with torch.no_grad():
         sizes = {k: int(v.shape[1]) for k, v in network(torch.from_numpy(example_inputs(info, 1))).items()}
     outputs = {key: sizes[key] for key in info.outputs}
-    return network, dataclasses.replace(info, outputs=outputs, embedding_dim=outputs[spec.embedding_output])
+    tag_encoder = None
+    if joint:
+        module = network.get_submodule("tag_encoder")  # a joint run's network is JETATAG's (check_joint_network)
+        tag_encoder = encode_graph(export_tag_encoder(module, len(tag_names)))
+    return network, dataclasses.replace(info, outputs=outputs, embedding_dim=outputs[spec.embedding_output],
+                                        tag_encoder=tag_encoder)
+
+
+def _trained_joint_space(run: Path) -> bool:
+    """Whether the run trained a joint audio-tag space (JETATAG withJE): then its ``joint`` output and tag
+    encoder are exported; a noJE run's projection head and tag encoder never trained, and are left out."""
+    config = run / "config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("joint_embedding"))
 
 
 def _export_fp32(network, info: ModelInfo, windows: np.ndarray, opset: int) -> tuple[bytes, dict[str, float]]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mde.errors import MissingExtraError, ModelError, ParityError
-from mde.runtime.package import METADATA_KEY, ModelInfo
+from mde.runtime.package import JOINT_OUTPUT, METADATA_KEY, TAG_ENCODER_INPUT, ModelInfo
 
 INPUT_NAME = "logmel"
 """The graph input of a log-mel model."""
@@ -79,26 +79,50 @@ def export_onnx(module: nn.Module, example_inputs: np.ndarray, info: ModelInfo, 
     names = list(info.outputs)
     if not names:
         raise ValueError("ModelInfo.outputs names no output")
-    module.eval()
     rank, name_in = input_rank(info), input_name(info)
     length_axis = "samples" if info.input_kind == "waveform" else "frames"
     axes = {0: "batch", rank - 1: length_axis} if info.variable_length else {0: "batch"}
-    dynamic_axes = {name_in: axes, **{name: {0: "batch"} for name in names}}
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
-        torch.onnx.export(
-            _NamedOutputs(module, names), (torch.from_numpy(_as_batch(example_inputs, rank)),),
-            buffer,  # type: ignore[arg-type]  # the TorchScript exporter also writes to a file object
-            dynamo=False, input_names=[name_in], output_names=names, dynamic_axes=dynamic_axes,
-            opset_version=opset,
-        )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = _trace(module, _as_batch(example_inputs, rank), name_in, names, axes, opset)
     onnx.helper.set_model_props(model, {METADATA_KEY: info.to_json()})
     onnx.checker.check_model(model)
     data = model.SerializeToString()
     check_parity(data, module, example_inputs, atol=atol, rtol=rtol)
     return data
+
+
+def export_tag_encoder(module: nn.Module, n_tags: int, opset: int = 17) -> bytes:
+    """Serialized ONNX of a tag encoder (``module`` maps (batch, n_tags) multi-hot tags to (batch, d) joint-space
+    points): input ``tags``, output ``joint``, the batch axis dynamic. It is checked against torch (at the
+    default tolerances) on every single tag and on random tag sets; ParityError beyond them."""
+    single = np.eye(n_tags, dtype=np.float32)
+    sets = (np.random.default_rng(0).random((16, n_tags)) < 0.1).astype(np.float32)
+    examples = np.concatenate([single, sets])
+    model = _trace(module.eval(), examples, TAG_ENCODER_INPUT, [JOINT_OUTPUT], {0: "batch"}, opset)
+    import onnx
+
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    check_parity(data, module, examples)
+    return data
+
+
+def _trace(module: nn.Module, batch: np.ndarray, name_in: str, names: Sequence[str], axes: dict[int, str],
+           opset: int) -> Any:
+    """The onnx.ModelProto of ``module`` (put in eval mode) traced on ``batch``: one input ``name_in`` with the
+    dynamic ``axes``, the outputs ``names`` (batch axis dynamic)."""
+    import onnx
+
+    module.eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+        torch.onnx.export(
+            _NamedOutputs(module, names), (torch.from_numpy(batch),),
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter also writes to a file object
+            dynamo=False, input_names=[name_in], output_names=list(names),
+            dynamic_axes={name_in: axes, **{name: {0: "batch"} for name in names}}, opset_version=opset,
+        )
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def check_parity(onnx_bytes: bytes, module: nn.Module, example_inputs: np.ndarray,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -18,6 +19,7 @@ from mde.runtime.defaults import default_model_path
 from mde.runtime.inputs import frame_inputs, input_stage
 from mde.runtime.limits import DEFAULT_BATCH_SIZE, MAX_CALL_SECONDS
 from mde.runtime.package import ModelInfo, check_seconds
+from mde.runtime.tag_space import TagEncoder
 from mde.tags import top_tags
 
 AudioInput = Union[str, os.PathLike[str], np.ndarray]
@@ -144,10 +146,27 @@ class Model:
         self.path = Path(path)
         self.batch_size = batch_size
         self.inputs = input_stage(self.info, threads=threads or 1)
+        self._tag_encoder: Optional[TagEncoder] = None
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    @property
+    def has_tag_encoder(self) -> bool:
+        """Whether :meth:`embed_tags` works: the model has a joint audio-tag space and its tag encoder."""
+        return self.info.tag_encoder is not None
+
+    def embed_tags(self, tags: Sequence[str]) -> np.ndarray:
+        """The point of the tag set ``tags`` (words of ``info.tag_names``, e.g. ``["piano", "slow"]``) in the
+        model's joint audio-tag space: float32 (width of the ``joint`` output,), unit norm, comparable by dot
+        product with the ``joint`` layer of :meth:`embed` (``layer="joint"``).
+
+        Raises ModelError for a model without a tag encoder, MdeError for no tag or an unknown one.
+        """
+        if self._tag_encoder is None:
+            self._tag_encoder = TagEncoder(self.info, str(self.path))
+        return self._tag_encoder.embed(tags)
 
     def embed(
         self,

@@ -27,6 +27,10 @@ MAX_WINDOW_SECONDS = 3600.0
 """The longest analysis window or hop, in seconds, that a model may declare or a request may ask for."""
 MODEL_CHANNELS = (1, 2)
 """The audio channels a model may take: 1 (mono) or 2 (stereo, waveform models only)."""
+JOINT_OUTPUT = "joint"
+"""The output holding each window's point in a joint audio-tag space (JETATAG), which a tag encoder shares."""
+TAG_ENCODER_INPUT = "tags"
+"""The tag encoder graph's input: (batch, n_tags) multi-hot tag vectors; its one output is JOINT_OUTPUT."""
 
 InputKind = Literal["logmel", "waveform"]
 Framing = Literal["audio_windows", "mel_patches"]
@@ -56,6 +60,11 @@ class ModelInfo:
     variable_length: whether the graph accepts other window lengths than ``window``.
     precision: the graph's arithmetic: 'fp32', 'fp16' (float16 weights and compute) or 'int8' (static
       QDQ quantization); inputs and outputs are float32 in every case.
+    tag_encoder: for a model with a joint audio-tag space (a ``joint`` output, JETATAG withJE), the base64
+      text of a second, small ONNX graph that maps (batch, n_tags) multi-hot tag vectors (input ``tags``,
+      in ``tag_names`` order) to (batch, width of ``joint``) unit-norm points of that space (output
+      ``joint``); see :mod:`mde.runtime.tag_space`. It stays float32 whatever ``precision`` is. None for
+      models without one.
 
     Metadata read from a file is checked by :meth:`from_json` (types, ranges, tag names against the
     tags output) and, on load, by :func:`check_graph` (against the graph's input and output shapes).
@@ -82,6 +91,7 @@ class ModelInfo:
     precision: Precision = "fp32"
     channels: int = 1
     input_transform: Optional[InputTransform] = None
+    tag_encoder: Optional[str] = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -192,6 +202,11 @@ def _metadata_problem(info: ModelInfo) -> str | None:
     if info.tags_output is not None and info.outputs.get(info.tags_output) != len(info.tag_names):
         return (f"{len(info.tag_names)} tag names for output {info.tags_output!r} of width "
                 f"{info.outputs.get(info.tags_output)}")
+    if info.tag_encoder is not None:
+        if not isinstance(info.tag_encoder, str):
+            return f"tag_encoder must be base64 text, got {type(info.tag_encoder).__name__}"
+        if JOINT_OUTPUT not in info.outputs or not info.tag_names:
+            return f"a tag_encoder needs tag names and a {JOINT_OUTPUT!r} output to share its space with"
     return None
 
 

@@ -114,7 +114,27 @@ class MusicSinc(nn.Module):
         return (band_pass * self.window).unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv1d(x, self.filters(), padding=self.length - 1)
+        """(batch, 1, samples) -> (batch, n_filters, samples + length - 1): each filter run over the signal
+        zero-padded by length - 1 samples at both ends (the full linear convolution).
+
+        In torch this is computed through the FFT (:func:`full_correlation`): the same sums as the direct
+        convolution, at about 1/50 of the arithmetic for 2,501 taps, and without torch's CPU convolution,
+        which takes minutes for a batch of two or more with a kernel this long. The graph an ONNX export
+        traces holds the direct convolution (ONNX Conv, which ONNX Runtime and TensorRT run well); the
+        export's parity check compares the two."""
+        if torch.jit.is_tracing():
+            with torch.backends.mkldnn.flags(enabled=False):  # torch's own loop: 1.6 s a window, not minutes
+                return nn.functional.conv1d(x, self.filters(), padding=self.length - 1)
+        return full_correlation(x, self.filters())
+
+
+def full_correlation(x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """``conv1d(x, filters, padding=taps - 1)`` through the FFT: x (batch, 1, samples), filters (n, 1, taps)
+    -> (batch, n, samples + taps - 1). The FFT length is the next power of two at or above the output's."""
+    length = x.shape[-1] + filters.shape[-1] - 1
+    size = 1 << (length - 1).bit_length()
+    spectrum = torch.fft.rfft(x, n=size) * torch.fft.rfft(filters.flip(-1), n=size).transpose(0, 1)
+    return torch.fft.irfft(spectrum, n=size)[..., :length]
 
 
 class MusicSincNet(nn.Module):
