@@ -47,8 +47,9 @@ struct mde_melspec_plan {
     mel_band *bands;           /* n_mels */
     float *weights;            /* nonzero filter weights of all bands, concatenated */
     mde_rfft_plan *fft;
-    float amin;                /* dB floor in spectrum units */
+    float amin;                /* dB / ln floor in spectrum units */
     float floor_db;            /* 10 log10(amin), computed in double */
+    float floor_ln;            /* ln(amin), computed in double */
     float log_scale;           /* C of log10(1 + C x) */
     load_lanes_kernel load_lanes;
     mel_log_kernel mel_log;
@@ -410,6 +411,16 @@ MDE_INLINE void decibels(float *restrict values, size_t n_values, float amin, fl
     }
 }
 
+/* values <- ln(max(values, amin)); exactly floor_ln where values <= amin. */
+MDE_INLINE void natural_logs(float *restrict values, size_t n_values, float amin, float floor_ln)
+{
+    for (size_t i = 0; i < n_values; ++i) {
+        const float floored = values[i] < amin ? amin : values[i];
+        const float ln = fast_ln(floored);
+        values[i] = floored == amin ? floor_ln : ln;
+    }
+}
+
 /* values <- log10(1 + log_scale * values) in float32 (log_scale * x + 1 may be one fused multiply-add). */
 MDE_INLINE void log10_1p_scaled(float *restrict values, size_t n_values, float log_scale)
 {
@@ -436,6 +447,8 @@ MDE_INLINE void mel_log_body(const mde_melspec_plan *plan, mde_real *spectrum, f
         decibels(mel, n_values, plan->amin, plan->floor_db);
     } else if (config->log == MDE_LOG_LOG10P) {
         log10_1p_scaled(mel, n_values, plan->log_scale);
+    } else if (config->log == MDE_LOG_LN) {
+        natural_logs(mel, n_values, plan->amin, plan->floor_ln);
     }
 }
 
@@ -471,7 +484,8 @@ static mde_status validate_config(const mde_melspec_config *c)
     const int enums_ok = (c->mel_scale == MDE_MEL_HTK || c->mel_scale == MDE_MEL_SLANEY) &&
                          (c->norm == MDE_NORM_NONE || c->norm == MDE_NORM_SLANEY) &&
                          (c->pad_mode == MDE_PAD_REFLECT || c->pad_mode == MDE_PAD_CONSTANT) &&
-                         (c->log == MDE_LOG_NONE || c->log == MDE_LOG_DB || c->log == MDE_LOG_LOG10P);
+                         (c->log == MDE_LOG_NONE || c->log == MDE_LOG_DB || c->log == MDE_LOG_LOG10P ||
+                          c->log == MDE_LOG_LN);
     const int values_ok = (c->power == 1 || c->power == 2) && is_normal_float32(c->amin) &&
                           is_normal_float32(c->log_scale) &&
                           (!c->use_top_db || (c->log == MDE_LOG_DB && c->top_db >= 0.0));
@@ -493,6 +507,7 @@ mde_status mde_melspec_plan_create(const mde_melspec_config *config, mde_melspec
     plan->n_freqs = (size_t)config->n_fft / 2 + 1;
     plan->amin = (float)config->amin;
     plan->floor_db = (float)(10.0 * log10((double)plan->amin));
+    plan->floor_ln = (float)log((double)plan->amin);
     plan->log_scale = (float)config->log_scale;
     plan->load_lanes = MDE_PICK(load_lanes);
     plan->mel_log = MDE_PICK(mel_log);

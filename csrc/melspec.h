@@ -18,7 +18,7 @@
 typedef enum { MDE_MEL_HTK = 0, MDE_MEL_SLANEY = 1 } mde_mel_scale;
 typedef enum { MDE_NORM_NONE = 0, MDE_NORM_SLANEY = 1 } mde_mel_norm;
 typedef enum { MDE_PAD_REFLECT = 0, MDE_PAD_CONSTANT = 1 } mde_pad_mode;
-typedef enum { MDE_LOG_NONE = 0, MDE_LOG_DB = 1, MDE_LOG_LOG10P = 2 } mde_log_mode;
+typedef enum { MDE_LOG_NONE = 0, MDE_LOG_DB = 1, MDE_LOG_LOG10P = 2, MDE_LOG_LN = 3 } mde_log_mode;
 
 typedef enum {
     MDE_OK = 0,
@@ -43,7 +43,7 @@ typedef struct {
     mde_pad_mode pad_mode;
     int power;              /* 2: |X|^2, 1: |X| */
     mde_log_mode log;
-    double amin;            /* floor before the dB log, spectrum units: a normal float32, FLT_MIN..FLT_MAX */
+    double amin;            /* floor before the dB or ln log, spectrum units: a normal float32, FLT_MIN..FLT_MAX */
     int use_top_db;         /* 1: clip dB values to (per-signal max) - top_db */
     double top_db;          /* dB, >= 0 */
     double log_scale;       /* C in log10(1 + C x): a normal float32, FLT_MIN..FLT_MAX */

@@ -156,6 +156,24 @@ def test_slaney_recipe_matches_librosa(pad_mode: str, power: float, top_db: floa
     assert loud <= 1e-3 and overall <= 1e-2
 
 
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+def test_natural_log_recipe_matches_librosa(pad_mode: str) -> None:
+    """The multi-scale CNN's front end: librosa's defaults at 11,025 Hz, then ln of the power clipped at 1e-20;
+    within float32 noise where the power is within 60 dB of its peak, and exactly ln(1e-20) in silence."""
+    librosa = pytest.importorskip("librosa")
+    signal = noisy_tone(11025 * 3, 11025)
+    signal[11025:16000] = 0.0  # a stretch of silence: the floor
+    ours = MelSpectrogram(11025, 2048, 512, 128, mel_scale="slaney", norm="slaney", pad_mode=pad_mode, log="ln",
+                          amin=1e-20)(signal)
+    power = librosa.feature.melspectrogram(y=signal.astype(np.float64), sr=11025, n_fft=2048, hop_length=512,
+                                           n_mels=128, pad_mode=pad_mode)
+    expected = np.log(np.clip(power, 1e-20, None))
+    loud, _ = max_db_error(ours * 10 / np.log(10), expected * 10 / np.log(10))
+    assert loud <= 1e-3  # dB
+    silent = MelSpectrogram(11025, 2048, 512, 128, log="ln", amin=1e-20)(np.zeros(11025, np.float32))
+    assert np.all(silent == np.float32(np.log(1e-20)))
+
+
 def test_htk_recipe_matches_torch_stft() -> None:
     torch = pytest.importorskip("torch")
     signal = noisy_tone(16000 * 3, 16000, seed=3)

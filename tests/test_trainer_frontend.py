@@ -32,7 +32,10 @@ CONFIGS = {
     # 10 log10 of a magnitude spans half the range of a power: 30 "dB" here is 60 dB of power, beyond
     # which float32 FFT rounding (the twin's torch.stft) dominates.
     "magnitude": (SEED_FCN.with_(power=1.0), WINDOW_DB / 2),
+    "natural_log": (SEED_FCN.with_(log="ln", amin=1e-20), WINDOW_DB),
 }
+DB_PER_UNIT = {"db": 1.0, "ln": 10.0 / np.log(10.0)}
+"""dB of power per unit of each log mode's output (one neper of 'ln' is 4.34 dB)."""
 
 
 def synthesized_clip(seconds: float = 12.0, sample_rate: int = 16000) -> np.ndarray:
@@ -68,9 +71,10 @@ def assert_twin_matches(config: FrontendConfig, window_db: float | None, kernel_
     kernel = kernel_out.astype(np.float64).reshape(-1, *kernel_out.shape[-2:])
     twin = twin_out.astype(np.float64).reshape(kernel.shape)
     for reference, ours in zip(kernel, twin):
-        if config.log == "db":
-            loud = reference > reference.max() - window_db
-            assert np.abs(ours - reference)[loud].max() <= DB_TOLERANCE
+        if config.log in DB_PER_UNIT:
+            reference_db, ours_db = reference * DB_PER_UNIT[config.log], ours * DB_PER_UNIT[config.log]
+            loud = reference_db > reference_db.max() - window_db
+            assert np.abs(ours_db - reference_db)[loud].max() <= DB_TOLERANCE
         else:
             assert_log10p_matches(config, reference, ours)
 

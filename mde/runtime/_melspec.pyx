@@ -20,6 +20,7 @@ cdef extern from "melspec.h" nogil:
         MDE_LOG_NONE
         MDE_LOG_DB
         MDE_LOG_LOG10P
+        MDE_LOG_LN
     ctypedef enum mde_status:
         MDE_OK
         MDE_ERR_SHORT_INPUT
@@ -84,7 +85,7 @@ cdef mde_melspec_config config_struct(config) except *:
     c.center = 1 if config.center else 0
     c.pad_mode = MDE_PAD_REFLECT if config.pad_mode == "reflect" else MDE_PAD_CONSTANT
     c.power = 2 if config.power == 2.0 else 1
-    c.log = {"db": MDE_LOG_DB, "log10p": MDE_LOG_LOG10P, None: MDE_LOG_NONE}[config.log]
+    c.log = {"db": MDE_LOG_DB, "log10p": MDE_LOG_LOG10P, "ln": MDE_LOG_LN, None: MDE_LOG_NONE}[config.log]
     c.amin = config.amin
     c.use_top_db = 0 if config.top_db is None else 1
     c.top_db = 0.0 if config.top_db is None else config.top_db

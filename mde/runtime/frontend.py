@@ -45,11 +45,12 @@ class MelSpectrogram:
         How ``center`` pads: mirrored samples or zeros.
     power : {2.0, 1.0}, default 2.0
         2.0 for the power spectrum ``|X|**2``, 1.0 for the magnitude ``|X|``.
-    log : {'db', 'log10p', None}, default 'db'
-        'db': ``10 log10(max(x, amin))`` in dB; 'log10p': ``log10(1 + log_scale * x)``; None: spectrum
-        units (power or magnitude, as torchaudio gives).
+    log : {'db', 'log10p', 'ln', None}, default 'db'
+        'db': ``10 log10(max(x, amin))`` in dB; 'log10p': ``log10(1 + log_scale * x)``; 'ln': the natural
+        log ``ln(max(x, amin))`` (the multi-scale CNN's, with ``amin=1e-20``); None: spectrum units (power
+        or magnitude, as torchaudio gives).
     amin : float, default 1e-10
-        Floor, in spectrum units, applied before the dB log.
+        Floor, in spectrum units, applied before the dB or ln log.
     top_db : float or None, default None
         If set (dB), each signal's values are clipped to its peak minus ``top_db``.
     log_scale : float, default 10000.0

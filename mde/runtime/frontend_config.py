@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 from mde.errors import FrontendError
 
 MelScale = Literal["htk", "slaney"]
-LogMode = Literal["db", "log10p"]
+LogMode = Literal["db", "log10p", "ln"]
 
 SUPPORTED_N_FFT = (256, 512, 1024, 2048, 4096)
 FLOAT32_MIN_NORMAL = 1.1754943508222875e-38  # C's FLT_MIN: below it float32 loses precision
@@ -35,9 +35,10 @@ class FrontendConfig:
     center: pad n_fft // 2 samples on both sides so frame t is centred on sample t * hop_length.
     pad_mode: 'reflect' or 'constant' (zeros) padding when ``center``.
     power: 2.0 for the power spectrum |X|^2, 1.0 for the magnitude |X|.
-    log: 'db' for 10 log10(max(x, amin)) in dB, 'log10p' for log10(1 + log_scale * x), None for none.
-    amin: floor in spectrum units applied before the dB log; a normal float32 (1.2e-38 to 3.4e38), as the
-      kernel computes in float32.
+    log: 'db' for 10 log10(max(x, amin)) in dB, 'log10p' for log10(1 + log_scale * x), 'ln' for the natural
+      log ln(max(x, amin)) (the multi-scale CNN's, whose clip value is amin = 1e-20), None for none.
+    amin: floor in spectrum units applied before the dB or ln log; a normal float32 (1.2e-38 to 3.4e38), as
+      the kernel computes in float32.
     top_db: if set, dB values are clipped to (max over the call's frames) - top_db, per input signal.
     log_scale: the C of 'log10p' (dimensionless); a normal float32 (1.2e-38 to 3.4e38).
     fp16_round: round the mel energies to float16 before the log (musicnn's recipe).
@@ -84,8 +85,8 @@ class FrontendConfig:
             raise FrontendError(f"pad_mode must be 'reflect' or 'constant', got {self.pad_mode!r}")
         if self.power not in (1.0, 2.0):
             raise FrontendError(f"power must be 1.0 or 2.0, got {self.power}")
-        if self.log not in (None, "db", "log10p"):
-            raise FrontendError(f"log must be 'db', 'log10p' or None, got {self.log!r}")
+        if self.log not in (None, "db", "log10p", "ln"):
+            raise FrontendError(f"log must be 'db', 'log10p', 'ln' or None, got {self.log!r}")
         _check_float32("amin", self.amin)
         _check_float32("log_scale", self.log_scale)
 

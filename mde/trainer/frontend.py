@@ -47,6 +47,8 @@ class TorchMelSpectrogram(nn.Module):
 
     def _log(self, mel: torch.Tensor) -> torch.Tensor:
         cfg = self.config
+        if cfg.fp16_round:  # before any log, as the C kernel rounds
+            mel = mel.half().float()
         if cfg.log == "db":
             db = 10.0 * torch.log10(torch.clamp(mel, min=cfg.amin))
             if cfg.top_db is not None:
@@ -54,9 +56,9 @@ class TorchMelSpectrogram(nn.Module):
                 db = torch.maximum(db, peak - cfg.top_db)
             return db
         if cfg.log == "log10p":
-            if cfg.fp16_round:
-                mel = mel.half().float()
             return torch.log10(1.0 + cfg.log_scale * mel)
+        if cfg.log == "ln":
+            return torch.log(torch.clamp(mel, min=cfg.amin))
         return mel
 
 
