@@ -1,0 +1,73 @@
+"""The multi-scale CNN of the fourth seed (Dabral et al.; many-facedgod/Music-Tagger, ``src/trainer.py``
+``get_model``, Theano), written in torch after the source's layer list.
+
+Input: (batch, 128 mels, 628 frames), the natural-log mel power at 11,025 Hz (~29.2 s), normalised per
+band. Shapes below are (channels, mels, frames); every convolution has 'same' padding and a ReLU, every
+pool is a max pool dropping what does not fill a window, unless 'avg':
+
+  branch 1: conv 50 (3, 7) -> pool (2, 4) -> conv 100 (3, 5) -> pool (2, 4) -> conv 70 (3, 3) -> pool (2, 2)
+            1 x 128 x 628 -> 50 x 64 x 157 -> 100 x 32 x 39 -> 70 x 16 x 19
+  branch 2: avg pool (2, 4) of the input -> conv 100 (3, 5) -> pool (2, 4) -> conv 70 (3, 3) -> pool (2, 2)
+            1 x 64 x 157 -> 100 x 32 x 39 -> 70 x 16 x 19
+  branch 3: avg pool (2, 4) of branch 2's pooled input -> conv 70 (3, 3) -> pool (2, 2)
+            1 x 32 x 39 -> 70 x 16 x 19
+  the three concatenated (210 x 16 x 19) -> conv 70 (3, 3) -> conv 70 (3, 3) -> pool (2, 2): 70 x 8 x 9
+  -> flatten (5,040) -> BatchNorm -> dropout -> Dense 500 + ReLU (the embedding) -> Dense n_tags, sigmoid.
+
+The source's dropout layer takes 0.6 as the probability of keeping a unit: ours drops 0.4. The source
+names no BatchNorm constants; torch's are kept (epsilon 1e-5, momentum 0.1). A public PyTorch port
+differs (a max pool in branch 3, inverted dropout, other BatchNorm momentum); this follows the original.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MULTISCALE_MELS = 128
+MULTISCALE_FRAMES = 628
+"""Frames of one input: 29.2 s at 11,025 Hz with a hop of 512 samples."""
+EMBEDDING_DIM = 500
+KEEP_PROBABILITY = 0.6
+"""The source's dropout argument: the probability of keeping a unit."""
+
+
+def conv_relu(in_channels: int, out_channels: int, kernel: tuple[int, int]) -> nn.Sequential:
+    """A 'same'-padded convolution (odd kernel sides) and its ReLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2)),
+                         nn.ReLU())
+
+
+class MultiScaleCNN(nn.Module):
+    """The three-branch network (see the module docstring). ``forward`` takes (batch, n_mels, frames) and
+    returns {'embedding': (batch, 500), 'logits': (batch, n_tags) pre-sigmoid scores, 'tags': their sigmoid}.
+    ``n_mels`` and ``frames`` fix the width of the flattened features (5,040 for 128 x 628)."""
+
+    def __init__(self, n_tags: int = 50, n_mels: int = MULTISCALE_MELS, frames: int = MULTISCALE_FRAMES) -> None:
+        super().__init__()
+        self.branch1 = nn.Sequential(
+            conv_relu(1, 50, (3, 7)), nn.MaxPool2d((2, 4)),
+            conv_relu(50, 100, (3, 5)), nn.MaxPool2d((2, 4)),
+            conv_relu(100, 70, (3, 3)), nn.MaxPool2d((2, 2)))
+        self.subsample1 = nn.AvgPool2d((2, 4))
+        self.branch2 = nn.Sequential(
+            conv_relu(1, 100, (3, 5)), nn.MaxPool2d((2, 4)),
+            conv_relu(100, 70, (3, 3)), nn.MaxPool2d((2, 2)))
+        self.subsample2 = nn.AvgPool2d((2, 4))
+        self.branch3 = nn.Sequential(conv_relu(1, 70, (3, 3)), nn.MaxPool2d((2, 2)))
+        self.last = nn.Sequential(conv_relu(210, 70, (3, 3)), conv_relu(70, 70, (3, 3)), nn.MaxPool2d((2, 2)))
+        mels, steps = n_mels // 2 // 2 // 2 // 2, frames // 4 // 4 // 2 // 2
+        self.features = 70 * mels * steps
+        self.bn = nn.BatchNorm1d(self.features)
+        self.dropout = nn.Dropout(1.0 - KEEP_PROBABILITY)
+        self.dense = nn.Sequential(nn.Linear(self.features, EMBEDDING_DIM), nn.ReLU())
+        self.top = nn.Linear(EMBEDDING_DIM, n_tags)
+
+    def forward(self, logmel: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = logmel.unsqueeze(1)
+        half = self.subsample1(x)
+        quarter = self.subsample2(half)
+        joined = torch.cat([self.branch1(x), self.branch2(half), self.branch3(quarter)], dim=1)
+        embedding = self.dense(self.dropout(self.bn(self.last(joined).flatten(1))))
+        logits = self.top(embedding)
+        return {"embedding": embedding, "logits": logits, "tags": torch.sigmoid(logits)}
