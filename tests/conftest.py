@@ -40,6 +40,18 @@ FCN05_CKPT = "checkpoints/FCN05-roc_auc=0.8552-pr_auc=0.3344.ckpt"
 FCN29_CKPT = "checkpoints/FCN29-roc_auc=0.9025-pr_auc=0.4342.ckpt"
 
 
+LONGEST_FILES = ("test_waveform_models.py", "test_train.py", "test_export.py", "test_train_efficiency.py",
+                 "test_jetatag_training.py", "test_waveform_families_serve.py")
+"""The test files that take longest (learning runs, exports), longest first: collected first, so that under
+``pytest -n`` they start at once rather than last (by name) and leave one worker busy while the others wait."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The LONGEST_FILES first, in that order; every other file after them, in its usual order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort keeps each file's order
+
+
 @contextmanager
 def tmpfs(path: Path, options: str) -> Iterator[Path]:
     """A tmpfs mounted at ``path`` (created) with mount ``options`` (e.g. 'ro,size=64k'), unmounted after;
