@@ -78,11 +78,11 @@ def _table(targets: list[str], dataset: Optional[str], data: Optional[Path], spl
     """Print the runs' table (stdout); return what --out writes."""
     from mde.trainer import run_table
 
+    needs_train_extra("Comparing runs", "torch")  # a run's variant comes from its family's recipe (the registry)
     runs = list({Path(target).resolve(): Path(target) for target in targets}.values())  # each run once
     for run in runs:
         run_table.read_config(run)  # every target is a run folder, before any evaluation starts
     if dataset is not None and data is not None:
-        needs_train_extra("Evaluating a run", "torch")
         from mde.trainer.assess import assess_run
         from mde.trainer.data.sources import load_dataset
 
