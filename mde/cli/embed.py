@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,12 +94,7 @@ def embed(
         done = sum(1 for o in finished if o.status == "done")
         err.print(f"interrupted: {done} embedded, {len(sources) - len(finished)} left; "
                   "re-run the same command to resume")
-        # End now, skipping the exit handlers: the workers are stopped and every output was written whole, and
-        # Python 3.11's ProcessPoolExecutor handler can still write to the wake-up pipe its stopped manager
-        # thread closed ("Bad file descriptor" at exit, seen under load).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(143 if isinstance(stop, Terminated) else 130)
+        raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
     elapsed = time.perf_counter() - started
     err.print(
         f"{result.count('done')} embedded, {result.count('skipped')} skipped (up to date), "

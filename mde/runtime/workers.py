@@ -61,13 +61,18 @@ def process_map(
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
     """Cancel the jobs not started and end the running workers now. ProcessPoolExecutor offers no
-    public way before Python 3.14 (``terminate_workers``), hence its process table."""
+    public way before Python 3.14 (``terminate_workers``), hence its process table. The pool's manager
+    thread is joined too: ``shutdown(wait=False)`` forgets it, and if it were still closing its wake-up
+    pipe at interpreter exit, Python 3.11's exit handler would write to that pipe ("Bad file descriptor")."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
     for process in processes:
         process.join(_JOIN_S)
+    if manager is not None:
+        manager.join(_JOIN_S)
 
 
 def _start_worker(parent_pid: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
