@@ -2,15 +2,18 @@
 
 Run from the repository root (after `pip install '.[test]'`):
     python benchmarks/bench_jetatag_table.py --work DIR [--n 400] [--seconds 5] [--engine fluidsynth]
-        [--encoders sc,sc_se,sc_res,sc_rese,hc,ms] [--stage1-epochs 8] [--stage2-epochs 4] [--epochs 8]
-        [--lr 1e-3] [--seed 0] [--out benchmarks/results/jetatag] [--stem synth_table_cpu]
+        [--encoders sc,hc,sc_se,sc_res,sc_rese,ms] [--stage1-epochs 3] [--stage2-epochs 2] [--epochs 3]
+        [--lr 1e-3] [--eval-crops 1] [--seed 0] [--out benchmarks/results/jetatag] [--stem synth_table_cpu]
 
 DIR/corpus is made once by `mde synth` (the tagged corpus: instruments, drums, tempo, loudness); each run
 goes in DIR/runs/<encoder>-<variant>: withJE runs --stage1-epochs of the joint stage, then --stage2-epochs
 of the classifier on the frozen encoder; noJE runs --epochs of encoder and classifier together. Everything
-else is the JETATAG recipe. The script can be stopped and started again: a finished run (metrics.json) is
-kept, an unfinished one resumed (`mde train --resume`). Writes <stem>.md (the `mde eval --markdown` table,
-then each run's epochs, best epoch and wall time) and <stem>.json.
+else is the JETATAG recipe. A finished run leaves its record (config.json, metrics.json and its wall time in
+seconds.json) in OUT/runs/<encoder>-<variant>, small enough to commit, and a run with a record is not trained
+again, so the table can be completed over several sessions (on the same kind of machine: the wall times
+are compared). The script can be stopped and started again: an unfinished run is resumed
+(`mde train --resume`). When every run has a record it writes <stem>.md (the `mde eval --markdown` table over
+the records, then each run's epochs, best epoch and wall time) and <stem>.json.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -49,18 +53,26 @@ def train(run: Path, encoder: str, variant: str, args: argparse.Namespace, manif
         "--device", "cpu", "--seed", str(args.seed), *resume, log=run.parent / f"{run.name}.log")
 
 
+def keep_record(run: Path, record: Path, wall_s: float) -> None:
+    """Copy what `mde eval` reads of a finished run (config.json, metrics.json) and its wall time to ``record``."""
+    record.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "metrics.json"):
+        shutil.copy2(run / name, record / name)
+    (record / "seconds.json").write_text(json.dumps({"wall_s": round(wall_s, 1)}) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--engine", default="fluidsynth")
-    parser.add_argument("--encoders", default=",".join(ENCODERS))
-    parser.add_argument("--stage1-epochs", type=int, default=8)
-    parser.add_argument("--stage2-epochs", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--encoders", default="sc,hc,sc_se,sc_res,sc_rese,ms")
+    parser.add_argument("--stage1-epochs", type=int, default=3)
+    parser.add_argument("--stage2-epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--eval-crops", type=int, default=2)
+    parser.add_argument("--eval-crops", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "jetatag")
     parser.add_argument("--stem", default="synth_table_cpu")
@@ -75,20 +87,25 @@ def main() -> None:
     (args.work / "runs").mkdir(parents=True, exist_ok=True)
     times_path = args.work / "runs" / "seconds.json"
     seconds = json.loads(times_path.read_text()) if times_path.is_file() else {}
-    runs = []
+    records = []
     for encoder in args.encoders.split(","):
         for variant in ("noJE", "withJE"):
-            run = args.work / "runs" / f"{encoder}-{variant}"
+            name = f"{encoder}-{variant}"
+            record = args.out / "runs" / name
+            records.append(record)
+            if (record / "metrics.json").is_file():
+                continue
+            run = args.work / "runs" / name
             started = time.perf_counter()
             try:
                 train(run, encoder, variant, args, manifest)
             finally:  # an interrupted run's time counts too: it resumes from its last epoch
-                seconds[run.name] = seconds.get(run.name, 0.0) + time.perf_counter() - started
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
                 times_path.write_text(json.dumps(seconds, indent=1))
-            runs.append(run)
-            print(f"{run.name}: {seconds[run.name] / 60:.1f} min", flush=True)
+            keep_record(run, record, seconds[name])
+            print(f"{name}: {seconds[name] / 60:.1f} min", flush=True)
 
-    table = mde("eval", *map(str, runs), "--markdown", "--out", str(args.work / "table.json")).stdout.strip()
+    table = mde("eval", *map(str, records), "--markdown", "--out", str(args.work / "table.json")).stdout.strip()
     lines = [f"# JETATAG on a synthesized corpus ({platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, torch CPU)", "",
              f"Corpus: `mde synth --n {args.n} --seconds {args.seconds:g} --engine {args.engine} --seed {args.seed}` "
@@ -97,9 +114,10 @@ def main() -> None:
              f"epochs; Adam at {args.lr:g} (short runs: the recipe's 1e-4 is for 200 epochs), batch 16, one crop "
              f"per clip, {args.eval_crops} evaluation crops per clip; otherwise the JETATAG recipe.", "",
              table, "", "| run | best epoch | wall time (min) |", "|---|---:|---:|"]
-    for run in runs:
-        best = json.loads((run / "metrics.json").read_text())["best_epoch"]
-        lines.append(f"| {run.name} | {best} | {seconds[run.name] / 60:.1f} |")
+    for record in records:
+        best = json.loads((record / "metrics.json").read_text())["best_epoch"]
+        wall = json.loads((record / "seconds.json").read_text())["wall_s"]
+        lines.append(f"| {record.name} | {best} | {wall / 60:.1f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.stem}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{args.stem}.json").write_text((args.work / "table.json").read_text())

@@ -98,6 +98,29 @@ def test_mtat_folder_rule_keeps_tagged_clips_on_disk(mtat: Path) -> None:
     assert ds.split("train")[0].labels.dtype == np.float32
 
 
+def test_mtat_random_split_is_seeded_and_keeps_every_clip_on_disk(mtat: Path, monkeypatch) -> None:
+    """The multi-scale CNN's split: valid first, train last, the rest test, over every clip whose mp3 exists
+    (tagged or not); the sizes (2,000 and 18,000) shrunk for the tiny tree."""
+    from mde.trainer.data import mtat as mtat_module
+
+    monkeypatch.setattr(mtat_module, "RANDOM_SPLIT_SIZES", {"valid": 2, "train": 4})
+    ds = load_dataset("mtat", mtat, top_k=2, merge_synonyms=True, mtat_split="random")
+    assert ds.tag_names == ("guitar", "rock")
+    sizes = {split: len(clips) for split, clips in ds.splits.items()}
+    assert sizes == {"train": 4, "valid": 2, "test": 2}  # 8 clips on disk (e/missing.mp3 is not)
+    names = [name for split in ("train", "valid", "test") for name in clip_names(ds, split)]
+    assert sorted(names) == sorted(clip for clip, _ in ROWS if "missing" not in clip)  # c/f.mp3 (untagged) too
+    again = load_dataset("mtat", mtat, top_k=2, merge_synonyms=True, mtat_split="random")
+    assert {s: clip_names(again, s) for s in sizes} == {s: clip_names(ds, s) for s in sizes}
+    monkeypatch.setattr(mtat_module, "RANDOM_SPLIT_SIZES", {"valid": 2, "train": 6})
+    with pytest.raises(MdeError, match="the random split needs at least 9 clips on disk"):
+        load_dataset("mtat", mtat, mtat_split="random")
+    with pytest.raises(MdeError, match="must be one of sota, random, got 'folders'"):
+        load_dataset("mtat", mtat, mtat_split="folders")
+    with pytest.raises(MdeError, match="--mtat-split does not apply to --dataset manifest"):
+        load_dataset("manifest", mtat / "x.csv", mtat_split="random")
+
+
 def test_merging_synonyms_changes_the_top_k(mtat: Path) -> None:
     ds = load_dataset("mtat", mtat, top_k=2, merge_synonyms=True)
     assert ds.tag_names == ("guitar", "rock")

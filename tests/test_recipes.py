@@ -36,7 +36,7 @@ def test_for_model_takes_the_recipe_where_the_call_is_silent():
 def test_the_log_mel_families_keep_todays_defaults_and_every_recipe_is_valid():
     for name in registered_names():
         config = TrainConfig.for_model(name, **PLACES)  # raises for a recipe with an unknown or bad setting
-        if get_model_spec(name).input_kind == "logmel":
+        if get_model_spec(name).input_kind == "logmel" and not get_model_spec(name).recipe:  # (not multiscale)
             assert config == TrainConfig(model=name, **PLACES)
     samplecnn = TrainConfig.for_model("samplecnn_se", **PLACES)
     samplecnn.milestones.append(999)  # a run's lists are its own, not the registry's

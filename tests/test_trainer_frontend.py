@@ -11,7 +11,7 @@ import pytest
 from conftest import MTAT_CLIP, SHARED_DATA
 
 from mde.runtime.frontend import MelSpectrogram
-from mde.runtime.frontend_config import MUSICNN, SEED_FCN, FrontendConfig
+from mde.runtime.frontend_config import MULTISCALE, MUSICNN, SEED_FCN, FrontendConfig
 
 torch = pytest.importorskip("torch")
 
@@ -33,6 +33,7 @@ CONFIGS = {
     # which float32 FFT rounding (the twin's torch.stft) dominates.
     "magnitude": (SEED_FCN.with_(power=1.0), WINDOW_DB / 2),
     "natural_log": (SEED_FCN.with_(log="ln", amin=1e-20), WINDOW_DB),
+    "multiscale": (MULTISCALE, WINDOW_DB),  # (its 11,025 Hz rate only names the mel bands' frequencies)
 }
 DB_PER_UNIT = {"db": 1.0, "ln": 10.0 / np.log(10.0)}
 """dB of power per unit of each log mode's output (one neper of 'ln' is 4.34 dB)."""

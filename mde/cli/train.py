@@ -81,7 +81,8 @@ def train(
     precise_bn: Optional[int] = typer.Option(None, "--precise-bn", help=f"After each epoch, recompute BatchNorm's running statistics over this many training windows (for short runs, whose running averages still remember their start); 0: keep the running averages. {_default('precise_bn')}"),
     eval_crops: Optional[str] = typer.Option(None, "--eval-crops", help=f"Windows averaged per clip at evaluation: a number (evenly spaced) or 'all' (non-overlapping, as the runtime cuts them). {_default('eval_crops')}"),
     single_label: Optional[bool] = typer.Option(None, "--single-label/--multi-label", help=f"One class per clip (softmax, accuracy), or any number of tags (sigmoid, ROC-AUC); gtzan always is single-label. {_default('single_label')}"),
-    merge_synonyms: bool = typer.Option(False, "--merge-synonyms", help="mtat: merge synonymous tags (the multi-scale seed's list) before taking the top 50."),
+    merge_synonyms: Optional[bool] = typer.Option(None, "--merge-synonyms/--no-merge-synonyms", help=f"mtat: merge synonymous tags (the multi-scale seed's list) before taking the top 50. {_default('merge_synonyms')}"),
+    mtat_split: Optional[str] = typer.Option(None, "--mtat-split", help=f"mtat: sota (the sota-music-tagging-models split: split files, else folders 0-b / c / d-f) or random (the multi-scale CNN's: 2,000 valid, 18,000 train, the rest test, seeded). {_default('mtat_split')}"),
     workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     seed: int = typer.Option(0, "--seed", help="Random seed (crops, shuffling, initialization)."),
@@ -99,8 +100,11 @@ def train(
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
         "schedule": schedule, "gamma": gamma, "switch_epoch": switch_epoch, "switch_lr": switch_lr,
         "grad_clip": grad_clip, "early_stop": early_stop, "single_label": single_label, "precise_bn": precise_bn,
-        "joint_embedding": joint_embedding, "stage1_epochs": stage1_epochs,
+        "joint_embedding": joint_embedding, "stage1_epochs": stage1_epochs, "merge_synonyms": merge_synonyms,
+        "mtat_split": mtat_split,
     }
+    if dataset != "mtat" and (merge_synonyms or mtat_split is not None):
+        raise MdeError(f"--{'merge-synonyms' if merge_synonyms else 'mtat-split'} applies to --dataset mtat only")
     if stage2_epochs is not None:
         if epochs is not None and epochs != stage2_epochs:
             raise MdeError(f"--epochs {epochs} and --stage2-epochs {stage2_epochs} disagree (they are one setting)")
@@ -118,7 +122,7 @@ def train(
         settings["single_label"] = True
     config = TrainConfig.for_model(
         _model_name(model, block, encoder), dataset=dataset, data=str(data), out=str(out_dir),
-        cache=str(cache) if cache else None, memory_budget=memory_budget, merge_synonyms=merge_synonyms,
+        cache=str(cache) if cache else None, memory_budget=memory_budget,
         workers=workers, device=device, seed=seed, **settings,
     )
     trainer = Trainer(config, resume=resume)
@@ -209,6 +213,7 @@ def prepare(
     workers: int = typer.Option(1, "--workers", help="Decoding worker processes."),
     single_label: bool = typer.Option(False, "--single-label", help="One class per clip."),
     merge_synonyms: bool = typer.Option(False, "--merge-synonyms", help="mtat: merge synonymous tags before the top 50."),
+    mtat_split: str = typer.Option("sota", "--mtat-split", help="mtat: sota or random (as 'mde train --mtat-split'; give the same as the training run)."),
 ) -> None:
     """Decode, resample and store a dataset once (waveforms or log-mels) in one memory-mapped archive."""
     from mde.trainer.data.cache import prepare_cache
@@ -223,7 +228,8 @@ def prepare(
         sample_rate, frontend = spec.sample_rate, spec.frontend
     elif features == "logmel":
         raise MdeError("--features logmel needs --model (to know the front end)")
-    ds = load_dataset(dataset, data, single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms)
+    ds = load_dataset(dataset, data, single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms,
+                      mtat_split=mtat_split)
     total = sum(len(clips) for clips in ds.splits.values())
     with file_progress() as progress:
         task = progress.add_task("preparing", total=total)

@@ -34,9 +34,9 @@ def example_windows(window: int, sample_rate: int, n_windows: int, seed: int = 0
 def example_inputs(info: ModelInfo, n_windows: int = 3, seed: int = 0) -> np.ndarray:
     """float32 network inputs of :func:`example_signal`, framed as the runtime frames the model: for a
     log-mel model (n_windows, n_mels, frames), consecutive audio windows through the C front end or
-    consecutive patches of one log-mel over the whole signal; for a waveform model (n_windows, samples)
-    or (n_windows, channels, samples), consecutive windows after the model's input transform (a stereo
-    model's channels are signals of different seeds)."""
+    consecutive patches of one log-mel over the whole signal (standardised per band where the model says
+    so); for a waveform model (n_windows, samples) or (n_windows, channels, samples), consecutive windows
+    after the model's input transform (a stereo model's channels are signals of different seeds)."""
     from mde.runtime.chunker import cut_frames, frame_grid
     from mde.runtime.inputs import input_stage
 
@@ -47,4 +47,4 @@ def example_inputs(info: ModelInfo, n_windows: int = 3, seed: int = 0) -> np.nda
         return stage.windows(np.ascontiguousarray(windows[:, 0] if info.channels == 1 else windows))
     grid = frame_grid(info)
     logmel = stage.whole(example_signal(grid.min_samples + (n_windows - 1) * info.hop_samples, info.sample_rate, seed))
-    return cut_frames(logmel, grid.starts(logmel.shape[-1])[:n_windows], grid.length)
+    return stage.logmel_inputs(cut_frames(logmel, grid.starts(logmel.shape[-1])[:n_windows], grid.length))

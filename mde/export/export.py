@@ -40,6 +40,7 @@ from mde.export.onnx_export import check_parity, export_onnx, export_tag_encoder
 from mde.export.progress import Progress, no_progress
 from mde.export.quantize import MIN_CALIBRATION_WINDOWS, Agreement, to_fp16, to_int8
 from mde.runtime import store
+from mde.runtime.band_norm import BandNorm
 from mde.runtime.package import JOINT_OUTPUT, ModelInfo
 from mde.runtime.tag_space import encode_graph
 
@@ -175,6 +176,7 @@ def _load_run(best: Path, run_name: str):
         outputs={spec.embedding_output: spec.embedding_dim, **dict.fromkeys(layers, 0), "tags": len(tag_names)},
         patch_frames=patch,
         variable_length=spec.variable_length, metrics=dict(checkpoint.get("valid", {})),
+        band_norm=BandNorm.from_dict(checkpoint["band_norm"]) if checkpoint.get("band_norm") else None,
     )
     with torch.no_grad():
         sizes = {k: int(v.shape[1]) for k, v in network(torch.from_numpy(example_inputs(info, 1))).items()}

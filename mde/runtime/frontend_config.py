@@ -158,3 +158,10 @@ MUSICNN = FrontendConfig(
     log="log10p", log_scale=10000.0, fp16_round=True,
 )
 """musicnn's training-era front end: 96 Slaney mels, float16 rounding, log10(1 + 10000 x)."""
+
+MULTISCALE = FrontendConfig(
+    sample_rate=11025, n_fft=2048, hop_length=512, n_mels=128, f_min=0.0, f_max=None,
+    mel_scale="slaney", norm="slaney", center=True, pad_mode="reflect", power=2.0, log="ln", amin=1e-20,
+)
+"""The multi-scale CNN's front end: librosa's melspectrogram defaults of its era at 11,025 Hz (centred
+frames, reflection padding, 128 Slaney mels up to 5,512.5 Hz), then ln(max(power, 1e-20))."""

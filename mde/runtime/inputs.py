@@ -1,7 +1,8 @@
 """From decoded samples to the network inputs of a model's frames, for every input kind.
 
 A log-mel model gets the C front end's log-mel of each cut audio window (or patches cut from one log-mel
-over the whole signal, for mel-patch models); a waveform model gets each cut window's samples after its
+over the whole signal, for mel-patch models), standardised per band when the model declares a
+:class:`~mde.runtime.band_norm.BandNorm`; a waveform model gets each cut window's samples after its
 declared :class:`~mde.runtime.input_transform.InputTransform`, applied per window, so ``embed``, ``stream``,
 export checks and calibration all give the graph the same inputs.
 
@@ -18,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from mde.runtime.band_norm import BandNorm, apply_band_norm
 from mde.runtime.chunker import FrameGrid, cut_frames
 from mde.runtime.frontend import MelSpectrogram
 from mde.runtime.input_transform import IDENTITY, InputTransform, apply_transform
@@ -30,17 +32,24 @@ class InputStage:
 
     frontend: the C log-mel front end of a log-mel model (None for a waveform model).
     transform: the input transform of a waveform model (None for a log-mel model).
+    band_norm: the per-band standardisation of a log-mel model's input (None: none).
     """
 
     frontend: Optional[MelSpectrogram]
     transform: Optional[InputTransform]
+    band_norm: Optional[BandNorm] = None
 
     def windows(self, frames: np.ndarray) -> np.ndarray:
         """Network inputs of cut audio windows (frames, samples) or (frames, channels, samples): one
         log-mel per window (frames, n_mels, n_frames), or the transformed samples (same shape)."""
         if self.frontend is not None:
-            return self.frontend(frames)
+            return self.logmel_inputs(self.frontend(frames))
         return apply_transform(self.transform or IDENTITY, frames)
+
+    def logmel_inputs(self, logmels: np.ndarray) -> np.ndarray:
+        """Network inputs of log-mels (..., n_mels, frames) from the front end: standardised per band when
+        the model says so, else as they are."""
+        return logmels if self.band_norm is None else apply_band_norm(self.band_norm, logmels)
 
     def whole(self, samples: np.ndarray) -> np.ndarray:
         """The log-mel (n_mels, frames) of a whole mono signal, which mel-patch models cut patches from."""
@@ -52,7 +61,7 @@ class InputStage:
 def input_stage(info: ModelInfo, threads: int = 1) -> InputStage:
     """The input stage of a model: its C front end (``threads`` kernel threads) or its input transform."""
     if info.frontend is not None:
-        return InputStage(MelSpectrogram.from_config(info.frontend, threads=threads), None)
+        return InputStage(MelSpectrogram.from_config(info.frontend, threads=threads), None, info.band_norm)
     return InputStage(None, info.input_transform or IDENTITY)
 
 
@@ -83,5 +92,5 @@ def frame_inputs(
 
 
 def model_inputs(frames: np.ndarray, grid: FrameGrid, stage: InputStage) -> np.ndarray:
-    """The model inputs of cut frames: audio windows through ``stage``, or mel patches as they are."""
-    return stage.windows(frames) if grid.unit == "sample" else frames
+    """The model inputs of cut frames: audio windows or mel patches through ``stage``."""
+    return stage.windows(frames) if grid.unit == "sample" else stage.logmel_inputs(frames)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 from mde.errors import FrontendError, MdeError, ModelError
+from mde.runtime.band_norm import BandNorm
 from mde.runtime.frontend_config import FrontendConfig
 from mde.runtime.input_transform import IDENTITY, InputTransform
 
@@ -65,6 +67,8 @@ class ModelInfo:
       in ``tag_names`` order) to (batch, width of ``joint``) unit-norm points of that space (output
       ``joint``); see :mod:`mde.runtime.tag_space`. It stays float32 whatever ``precision`` is. None for
       models without one.
+    band_norm: for a log-mel model trained on standardised inputs, the per-band mean and std its log-mel
+      is standardised with before the graph (:mod:`mde.runtime.band_norm`); None: the log-mel as it is.
 
     Metadata read from a file is checked by :meth:`from_json` (types, ranges, tag names against the
     tags output) and, on load, by :func:`check_graph` (against the graph's input and output shapes).
@@ -92,6 +96,7 @@ class ModelInfo:
     channels: int = 1
     input_transform: Optional[InputTransform] = None
     tag_encoder: Optional[str] = None
+    band_norm: Optional[BandNorm] = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -116,6 +121,7 @@ class ModelInfo:
         data = asdict(self)
         data["frontend"] = self.frontend.to_dict() if self.frontend else None
         data["input_transform"] = self.input_transform.to_dict() if self.input_transform else None
+        data["band_norm"] = self.band_norm.to_dict() if self.band_norm else None
         data["tag_names"] = list(self.tag_names)
         return json.dumps(data, sort_keys=True)
 
@@ -138,19 +144,29 @@ class ModelInfo:
         try:
             data = {k: v for k, v in data.items() if k in known}
             data["frontend"] = FrontendConfig.from_dict(data["frontend"]) if data.get("frontend") else None
-            transform = data.get("input_transform")
-            data["input_transform"] = None if transform is None else InputTransform.from_dict(transform)
+            data["input_transform"] = _parsed(data.get("input_transform"), InputTransform.from_dict,
+                                              "input_transform", "bad input transform: ", origin)
+            data["band_norm"] = _parsed(data.get("band_norm"), BandNorm.from_dict, "band_norm",
+                                        "bad band normalisation: ", origin)
             data["tag_names"] = tuple(data.get("tag_names", ()))
             info = cls(**data)
         except (TypeError, KeyError, AttributeError) as exc:
             raise ModelError(f"{origin}: incomplete metadata ({exc})") from None
         except FrontendError as exc:
             raise ModelError(f"{origin}: bad front end in metadata ({exc})") from None
-        except ModelError as exc:  # the input transform's own check
-            reason = str(exc).removeprefix("bad input transform: ")
-            raise ModelError(f"{origin}: bad metadata: input_transform: {reason}") from None
         check_metadata(info, origin)
         return info
+
+
+def _parsed(value: Any, parse: Callable[[Any], Any], key: str, prefix: str, origin: str) -> Any:
+    """``parse(value)`` of a metadata field (None stays None); its ModelError reworded as one line naming
+    ``origin`` and ``key``."""
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except ModelError as exc:
+        raise ModelError(f"{origin}: bad metadata: {key}: {str(exc).removeprefix(prefix)}") from None
 
 
 def check_seconds(window: Optional[float] = None, hop: Optional[float] = None) -> None:
@@ -223,9 +239,14 @@ def _input_problem(info: ModelInfo) -> str | None:
             return "input_transform applies to waveform models only, this one is logmel"
         if info.channels != 1:
             return f"channels: a logmel model takes mono audio, got {info.channels}"
+        if info.band_norm is not None and info.band_norm.n_bands != info.frontend.n_mels:
+            return (f"band_norm: {info.band_norm.n_bands} bands for a front end of "
+                    f"{info.frontend.n_mels} mel bands")
         return None
     if info.frontend is not None:
         return "frontend: a waveform model takes samples and has no front end, the metadata gives one"
+    if info.band_norm is not None:
+        return "band_norm applies to logmel models only, this one is waveform"
     if info.framing != "audio_windows":
         return f"framing: a waveform model cuts audio_windows, got {info.framing!r}"
     if info.patch_frames is not None:

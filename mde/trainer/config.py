@@ -8,6 +8,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Optional, Union
 
 from mde.errors import MdeError
+from mde.trainer.data.mtat import MTAT_SPLITS
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("none", "plateau", "step", "adam_then_sgd")
@@ -27,6 +28,9 @@ class TrainConfig:
       they are decoded at every use).
     memory_budget: GiB of float32 the loop may keep in memory: the decoded train and valid audio, and
       (separately) the validation inputs, which are then computed once per run; 0 keeps nothing.
+    merge_synonyms, mtat_split: MagnaTagATune only (ignored for other datasets, so that a recipe can set
+      them): merge its synonymous tags before the top ``top_k``; its split, 'sota' (the
+      sota-music-tagging-models split) or 'random' (the multi-scale CNN's seeded 18,000 / 2,000 / rest).
     epochs, batch_size: passes over the training split; windows (random crops) per optimizer step.
     crops_per_clip: random training crops per clip per epoch, each at its own start: a positive int (1 is
       the sota recipe), or 'auto' for as many as non-overlapping windows fit in the clip, at most 4.
@@ -61,6 +65,7 @@ class TrainConfig:
     memory_budget: float = 2.0
     single_label: bool = False
     merge_synonyms: bool = False
+    mtat_split: str = "sota"
     top_k: int = 50
     epochs: int = 10
     batch_size: int = 16
@@ -92,6 +97,8 @@ class TrainConfig:
             (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.mtat_split in MTAT_SPLITS,
+             f"mtat split must be one of {', '.join(MTAT_SPLITS)}, got {self.mtat_split!r}"),
             (self.device in ("cpu", "cuda", "auto"), f"device must be cpu, cuda or auto, got {self.device!r}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),

@@ -1,5 +1,5 @@
-"""The torch twins of the runtime's input stages (the C log-mel front end, the waveform input transform),
-for training and for torch baselines.
+"""The torch twins of the runtime's input stages (the C log-mel front end, the per-band standardisation, the
+waveform input transform), for training and for torch baselines.
 
 It follows the same :class:`~mde.runtime.frontend_config.FrontendConfig` and takes its mel filterbank
 from the C kernel, so both compute the same function (tested equal within float32 noise).
@@ -8,11 +8,13 @@ from the C kernel, so both compute the same function (tested equal within float3
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
+from mde.runtime.band_norm import BandNorm
 from mde.runtime.frontend import MelSpectrogram
 from mde.runtime.frontend_config import FrontendConfig
 from mde.runtime.input_transform import InputTransform
@@ -62,6 +64,24 @@ class TorchMelSpectrogram(nn.Module):
         return mel
 
 
+class TorchBandNorm(nn.Module):
+    """The torch twin of :func:`mde.runtime.band_norm.apply_band_norm`: log-mel (batch, n_bands, frames)
+    -> (logmel - mean[band]) / std[band], with the same float32 constants."""
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    scale: torch.Tensor
+
+    def __init__(self, norm: BandNorm) -> None:
+        super().__init__()
+        mean = np.asarray(norm.mean, dtype=np.float32)[:, None]
+        scale = (1.0 / np.asarray(norm.std, dtype=np.float64)).astype(np.float32)[:, None]
+        self.register_buffer("mean", torch.from_numpy(mean), persistent=False)
+        self.register_buffer("scale", torch.from_numpy(scale), persistent=False)
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        return (logmel - self.mean) * self.scale
+
+
 class TorchInputTransform(nn.Module):
     """The torch twin of :func:`mde.runtime.input_transform.apply_transform`: waveforms (batch, samples)
     float32 at full scale [-1, 1] -> the waveform network's input, same shape."""
@@ -83,9 +103,10 @@ class TorchInputTransform(nn.Module):
         return waveform
 
 
-def network_input(spec: ModelSpec) -> nn.Module:
+def network_input(spec: ModelSpec, band_norm: Optional[BandNorm] = None) -> nn.Module:
     """What turns a batch of waveform windows (batch, samples) into the network's input: the log-mel
-    front end of a log-mel network, the input transform of a waveform one."""
-    if spec.frontend is not None:
-        return TorchMelSpectrogram(spec.frontend)
-    return TorchInputTransform(spec.input_transform)
+    front end of a log-mel network (then ``band_norm``, when given), the input transform of a waveform one."""
+    if spec.frontend is None:
+        return TorchInputTransform(spec.input_transform)
+    frontend = TorchMelSpectrogram(spec.frontend)
+    return frontend if band_norm is None else nn.Sequential(frontend, TorchBandNorm(band_norm))

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mde.errors import MdeError
+from mde.runtime.band_norm import BandNorm
 from mde.trainer.config import TrainConfig
 from mde.trainer.data.dataset import TaggingDataset
 from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips, selection_score
@@ -62,10 +63,10 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     """The dataset named by the config, read through its feature cache when one is given."""
     from mde.trainer.data.sources import load_dataset
 
-    dataset = load_dataset(
-        config.dataset, Path(config.data), single_label=config.single_label,
-        merge_synonyms=config.merge_synonyms, top_k=config.top_k,
-    )
+    mtat = config.dataset == "mtat"  # (its options are ignored for the others: a recipe may set them)
+    dataset = load_dataset(config.dataset, Path(config.data), single_label=config.single_label, top_k=config.top_k,
+                           merge_synonyms=mtat and config.merge_synonyms,
+                           mtat_split=config.mtat_split if mtat else "sota")
     if config.cache in (None, AUTO_CACHE):
         return TrainingData(dataset, dataset)
     from mde.trainer.data.cache import FeatureCache
@@ -121,6 +122,7 @@ class Trainer:
         self.net = self.spec.factory(n_tags=self.data.dataset.n_tags).to(self.device)
         if config.joint_embedding:
             check_joint_network(self.net, config.model)
+        self.band_norm: Optional[BandNorm] = None  # fitted on the train split first (spec.band_norm), or resumed
         self.frontend = network_input(self.spec).to(self.device)
         self.stages = stage_plan(config)
         self.epoch = 0
@@ -166,6 +168,7 @@ class Trainer:
             "optimizer_kind": type(self.optimizer).__name__.lower(),  # the one held (a switch is due next epoch)
             "stage": self.stage.name,  # the stage the optimizer serves (the next one may be due)
             "torch_rng": torch.get_rng_state(),
+            "band_norm": self.band_norm.to_dict() if self.band_norm else None,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -180,6 +183,8 @@ class Trainer:
         self.best_score = float(state["best_score"])
         self.stale_epochs = int(state["stale_epochs"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("band_norm"):
+            self._use_band_norm(BandNorm.from_dict(state["band_norm"]))
 
     def _best_payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """What ``best.pt`` holds: weights plus what export needs to describe the model (``initial.pt``
@@ -190,6 +195,7 @@ class Trainer:
             "tag_names": list(self.data.dataset.tag_names),
             "single_label": self.single_label,
             "frontend": self.spec.frontend.to_dict() if self.spec.frontend else None,
+            "band_norm": self.band_norm.to_dict() if self.band_norm else None,
             "epoch": self.epoch,
             "valid": scalar_metrics(metrics),
         }
@@ -225,7 +231,8 @@ class Trainer:
 
     def prepare_data(self, on_progress: Optional[StageCallback] = None) -> str:
         """Read what the run keeps (the train and valid audio decoded into memory, or ``cache='auto'``'s
-        temporary cache) and compute the validation inputs when they fit the memory budget, calling
+        temporary cache), fit the per-band input standardisation on the train split for a network that takes
+        one (``ModelSpec.band_norm``), and compute the validation inputs when they fit the memory budget, calling
         ``on_progress(stage, done, total)`` as files are done; returns :attr:`data_note`. The first use of
         the data does this silently when it was not called; later calls do nothing more."""
         self._prepare(on_progress)
@@ -235,6 +242,8 @@ class Trainer:
         """The work of :meth:`prepare_data`, done once."""
         if self._source_and_note is None:
             self._source_and_note = self._open_source(on_progress)
+        if self.spec.band_norm and self.band_norm is None:
+            self._fit_band_norm(on_progress)
         if self._valid_inputs is None and self._valid_bytes <= self._budget:
             total, items = len(self._eval_set("valid")), []
             for item in self._eval_loader("valid"):
@@ -242,6 +251,23 @@ class Trainer:
                 if on_progress:
                     on_progress("validation inputs", len(items), total)
             self._valid_inputs = items  # kept only when whole
+
+    def _fit_band_norm(self, on_progress: Optional[StageCallback]) -> None:
+        """Fit the per-band standardisation on the train split, use it from now on, and store it in
+        ``initial.pt`` too (a fresh run: the weights there are untouched)."""
+        from mde.trainer.band_stats import fit_band_norm
+
+        clips = self._train_crops.clips
+        signals = (clips.signal(i) for i in range(len(clips)))
+        report = (lambda done: on_progress("band statistics", done, len(clips))) if on_progress else None
+        norm = fit_band_norm(self.frontend, signals, self.spec.input_length, self.device, report)
+        self._use_band_norm(norm)
+        initial = self.run_dir.load_checkpoint(self.run_dir.initial, self.device)
+        self.run_dir.save_checkpoint(self.run_dir.initial, {**initial, "band_norm": norm.to_dict()})
+
+    def _use_band_norm(self, norm: BandNorm) -> None:
+        self.band_norm = norm
+        self.frontend = network_input(self.spec, norm).to(self.device)
 
     def _open_source(self, on_progress: Optional[StageCallback]) -> tuple[Any, str]:
         """Where epochs read audio and one line saying which and why: the given cache; else the train and
@@ -426,6 +452,7 @@ class Trainer:
     def run(self, on_epoch: Optional[EpochCallback] = None, on_batch: Optional[BatchCallback] = None) -> dict[str, Any]:
         """Train to the configured epochs (or early stop), then evaluate the best checkpoint on the valid
         and test splits and write metrics.json. KeyboardInterrupt saves ``last.pt`` and propagates."""
+        self._prepare(None)  # (done already when prepare_data was called)
         writer = self._tensorboard()
         session_seconds, session_epochs = 0.0, 0
         try:

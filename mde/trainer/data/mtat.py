@@ -19,6 +19,11 @@ Split, following the sota-music-tagging-models recipe (``preprocessing/mtat_read
 * Without them the recipe's own rule builds the split: folders 0-b train, c valid, d-f test, keeping
   only clips that have at least one chosen tag and whose mp3 exists (the recipe's published split
   files were made this way, which is why they hold about 21k of the 25,863 clips).
+
+``split='random'`` builds the multi-scale CNN's split instead (many-facedgod/Music-Tagger,
+``src/trainer.py``): every clip whose mp3 exists, tagged or not, shuffled with a fixed seed; the first
+2,000 are the validation split, the last 18,000 the training split, the rest the test split. The source's
+own permutation (Totem's generator, seed 1337) cannot be reproduced; ours is numpy's with the same seed.
 """
 
 from __future__ import annotations
@@ -82,11 +87,24 @@ class Annotations:
     matrix: np.ndarray  # uint8 (rows, tags)
 
 
-def load_mtat(data: Path, *, merge_synonyms: bool = False, top_k: int = 50) -> TaggingDataset:
-    """Read MagnaTagATune from ``data`` (see the module docstring for layout, tags and split)."""
+RANDOM_SPLIT_SEED = 1337
+"""The multi-scale source's seed, for its random split."""
+RANDOM_SPLIT_SIZES = {"valid": 2000, "train": 18000}
+"""Clips of the random split's validation and training splits; the rest is the test split."""
+MTAT_SPLITS = ("sota", "random")
+
+
+def load_mtat(data: Path, *, merge_synonyms: bool = False, top_k: int = 50, split: str = "sota") -> TaggingDataset:
+    """Read MagnaTagATune from ``data`` (see the module docstring for layout, tags and ``split``: 'sota'
+    or 'random')."""
+    if split not in MTAT_SPLITS:
+        raise MdeError(f"the MagnaTagATune split must be one of {', '.join(MTAT_SPLITS)}, got {split!r}")
     if not data.is_dir():
         raise MdeError(f"{data}: MagnaTagATune folder not found")
     audio_root = data / "mp3" if (data / "mp3").is_dir() else data
+    if split == "random":
+        annotations = _read_prepared(data, merge_synonyms)
+        return _random_split(annotations, top_k_by_count(annotations.matrix.sum(axis=0), top_k), audio_root)
     split_dir = find_split_dir(data)
     if split_dir is None:
         annotations = _read_prepared(data, merge_synonyms)
@@ -195,6 +213,21 @@ def _by_folder(annotations: Annotations, chosen: list[int], audio_root: Path, or
             splits[split].append(Clip(path, row))
     names = tuple(annotations.tag_names[i] for i in chosen)
     return TaggingDataset("mtat", names, False, splits)
+
+
+def _random_split(annotations: Annotations, chosen: list[int], audio_root: Path) -> TaggingDataset:
+    """The multi-scale source's split (see the module docstring) of the clips whose mp3 exists."""
+    labels = annotations.matrix[:, chosen].astype(np.float32)
+    present = [row for row, clip in enumerate(annotations.paths) if (audio_root / clip).is_file()]
+    needed = sum(RANDOM_SPLIT_SIZES.values()) + 1
+    if len(present) < needed:
+        raise MdeError(f"{audio_root}: the random split needs at least {needed} clips on disk (2,000 valid, "
+                       f"18,000 train, the rest test), found {len(present)}")
+    order = np.random.default_rng(RANDOM_SPLIT_SEED).permutation(present)
+    valid, train = RANDOM_SPLIT_SIZES["valid"], RANDOM_SPLIT_SIZES["train"]
+    rows = {"valid": order[:valid], "test": order[valid : len(order) - train], "train": order[len(order) - train :]}
+    splits = {name: [Clip(audio_root / annotations.paths[r], labels[r]) for r in rows[name]] for name in SPLITS}
+    return TaggingDataset("mtat", tuple(annotations.tag_names[i] for i in chosen), False, splits)
 
 
 def _from_split_files(

@@ -14,23 +14,25 @@ DATASET_KINDS = ("mtat", "gtzan", "manifest")
 
 
 def load_dataset(
-    kind: str, data: Path, *, single_label: bool = False, merge_synonyms: bool = False, top_k: int = 50
+    kind: str, data: Path, *, single_label: bool = False, merge_synonyms: bool = False, top_k: int = 50,
+    mtat_split: str = "sota",
 ) -> TaggingDataset:
     """Read a dataset of kind 'mtat' (folder), 'gtzan' (folder) or 'manifest' (CSV file).
 
     ``top_k`` keeps the most frequent tags (mtat, manifest); ``merge_synonyms`` merges MagnaTagATune's
-    synonymous tags before that (mtat only); ``single_label`` reads a manifest as one class per clip
+    synonymous tags before that and ``mtat_split`` chooses its split, 'sota' or 'random' (mtat only; see
+    :mod:`mde.trainer.data.mtat`); ``single_label`` reads a manifest as one class per clip
     (GTZAN always is, MagnaTagATune never). An option that does not apply to ``kind`` is an error.
     """
     data = Path(data)
     if kind == "mtat":
         _refuse(kind, single_label=single_label)
-        return load_mtat(data, merge_synonyms=merge_synonyms, top_k=top_k)
+        return load_mtat(data, merge_synonyms=merge_synonyms, top_k=top_k, split=mtat_split)
     if kind == "gtzan":
-        _refuse(kind, merge_synonyms=merge_synonyms)
+        _refuse(kind, merge_synonyms=merge_synonyms, mtat_split=mtat_split != "sota")
         return load_gtzan(data)
     if kind == "manifest":
-        _refuse(kind, merge_synonyms=merge_synonyms)
+        _refuse(kind, merge_synonyms=merge_synonyms, mtat_split=mtat_split != "sota")
         return load_manifest(data, single_label=single_label, top_k=top_k)
     raise MdeError(f"unknown dataset {kind!r}; choose one of {', '.join(DATASET_KINDS)}")
 

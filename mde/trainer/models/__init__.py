@@ -4,6 +4,7 @@ from mde.trainer.models import (  # noqa: F401  (registration side effect)
     crnn,
     fcn,
     jetatag,
+    multiscale,
     music2vec,
     musicnn,
     samplecnn,

@@ -1,9 +1,11 @@
 """The multi-scale CNN of the fourth seed (Dabral et al.; many-facedgod/Music-Tagger, ``src/trainer.py``
-``get_model``, Theano), written in torch after the source's layer list.
+``get_model``, Theano), written in torch after the source's layer list, registered as ``multiscale``.
 
-Input: (batch, 128 mels, 628 frames), the natural-log mel power at 11,025 Hz (~29.2 s), normalised per
-band. Shapes below are (channels, mels, frames); every convolution has 'same' padding and a ReLU, every
-pool is a max pool dropping what does not fill a window, unless 'avg':
+Input: (batch, 128 mels, 628 frames), the natural-log mel power at 11,025 Hz
+(:data:`~mde.runtime.frontend_config.MULTISCALE`; 321,024 samples, ~29.1 s), standardised per band by the
+training split's statistics (``band_norm``; the source's are over the whole dataset, test included).
+Shapes below are (channels, mels, frames); every convolution has 'same' padding and a ReLU, every pool is
+a max pool dropping what does not fill a window, unless 'avg':
 
   branch 1: conv 50 (3, 7) -> pool (2, 4) -> conv 100 (3, 5) -> pool (2, 4) -> conv 70 (3, 3) -> pool (2, 2)
             1 x 128 x 628 -> 50 x 64 x 157 -> 100 x 32 x 39 -> 70 x 16 x 19
@@ -24,9 +26,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mde.runtime.frontend_config import MULTISCALE
+from mde.trainer.models.registry import register
+
 MULTISCALE_MELS = 128
 MULTISCALE_FRAMES = 628
-"""Frames of one input: 29.2 s at 11,025 Hz with a hop of 512 samples."""
+"""Frames of one input: 29.1 s at 11,025 Hz with a hop of 512 samples (centred frames)."""
+MULTISCALE_SAMPLES = (MULTISCALE_FRAMES - 1) * MULTISCALE.hop_length
+"""Samples of one input window at 11,025 Hz: 321,024 (~29.1 s) give 628 centred frames."""
 EMBEDDING_DIM = 500
 KEEP_PROBABILITY = 0.6
 """The source's dropout argument: the probability of keeping a unit."""
@@ -71,3 +78,21 @@ class MultiScaleCNN(nn.Module):
         embedding = self.dense(self.dropout(self.bn(self.last(joined).flatten(1))))
         logits = self.top(embedding)
         return {"embedding": embedding, "logits": logits, "tags": torch.sigmoid(logits)}
+
+
+MULTISCALE_RECIPE = {
+    "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 32, "epochs": 40,
+    "schedule": "step", "milestones": [20, 30, 35], "gamma": 0.1, "crops_per_clip": 1,
+    "merge_synonyms": True, "mtat_split": "random",
+}
+"""The source's training (``src/trainer.py``): Adam at 1e-3 without L2, batch 32, 40 epochs, the learning rate
+divided by 10 after epochs 20, 30 and 35; on MagnaTagATune its synonyms merged before the top 50 tags and
+its seeded random split (18,000 train, 2,000 valid, the rest test). The test figure is that of the best
+validation epoch, as the source reports it. The source trains on one whole 628-frame spectrogram per clip;
+ours on one random window of 628 frames per clip per epoch (the same for a 29.1 s MTAT clip)."""
+
+
+@register("multiscale", architecture="MultiScaleCNN", input_length=MULTISCALE_SAMPLES, frontend=MULTISCALE,
+          embedding_dim=EMBEDDING_DIM, recipe=MULTISCALE_RECIPE, band_norm=True)
+def multiscale(n_tags: int = 50) -> MultiScaleCNN:
+    return MultiScaleCNN(n_tags=n_tags)

@@ -43,6 +43,8 @@ class ModelSpec:
     recipe: the family's training defaults, TrainConfig field -> value (its seed's recipe; flags override).
     layers: further outputs of the network that an export keeps beside the embedding and the tags (each
       one (batch, size) per window), for ``mde embed --layer``.
+    band_norm: whether a log-mel network takes its input standardised per mel band by the mean and std of
+      the training split (computed by the trainer, stored with the weights and in the exported model).
     """
 
     name: str
@@ -60,10 +62,13 @@ class ModelSpec:
     channels: int = 1
     recipe: Mapping[str, Any] = field(default_factory=dict)
     layers: tuple[str, ...] = ()
+    band_norm: bool = False
 
     def __post_init__(self) -> None:
         if (self.frontend is None) == (self.waveform_rate is None):
             raise ValueError(f"model {self.name!r}: give a log-mel frontend or a waveform_rate, not both or neither")
+        if self.band_norm and self.frontend is None:
+            raise ValueError(f"model {self.name!r}: band_norm applies to a log-mel network only")
 
     @property
     def input_kind(self) -> str:
@@ -104,7 +109,7 @@ def register(
     frontend: Optional[FrontendConfig] = None, waveform_rate: Optional[int] = None,
     input_transform: InputTransform = IDENTITY, channels: int = 1, n_tags: int = 50,
     framing: Framing = "audio_windows", embedding_output: str = "embedding", variable_length: bool = False,
-    recipe: Optional[Mapping[str, Any]] = None, layers: tuple[str, ...] = (),
+    recipe: Optional[Mapping[str, Any]] = None, layers: tuple[str, ...] = (), band_norm: bool = False,
 ) -> Callable[[Factory], Factory]:
     """Decorator registering a model factory under ``name`` (names are unique): a log-mel network with
     ``frontend``, or a waveform network with ``waveform_rate`` (Hz) and ``input_transform``."""
@@ -117,6 +122,7 @@ def register(
             framing=framing, embedding_dim=embedding_dim, n_tags=n_tags, factory=factory,
             embedding_output=embedding_output, variable_length=variable_length, waveform_rate=waveform_rate,
             input_transform=input_transform, channels=channels, recipe=dict(recipe or {}), layers=layers,
+            band_norm=band_norm,
         )
         return factory
 

@@ -1,0 +1,73 @@
+"""Per-band standardisation of a log-mel model's input, declared in the model file.
+
+A log-mel network trained on standardised inputs (the multi-scale CNN) declares one :class:`BandNorm`: for
+each mel band, the mean and the standard deviation of that band's log-mel values over the frames of the
+training split, in the front end's log units (ln of power for ``log='ln'``, dB for ``'db'``). Its input
+is then ``(logmel - mean[band]) / std[band]``, dimensionless. The runtime applies it with
+:func:`apply_band_norm` after the C front end, the trainer with its torch twin
+(``mde.trainer.frontend.TorchBandNorm``), so no caller needs to know it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mde.errors import ModelError
+
+
+@dataclass(frozen=True)
+class BandNorm:
+    """mean, std: one value per mel band, low band first, in the front end's log units; every std > 0."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        problem = _problem(self)
+        if problem:
+            raise ModelError(f"bad band normalisation: {problem}")
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BandNorm:
+        """The normalisation a model file's metadata declares; ModelError (one line) for anything else."""
+        if not isinstance(data, dict) or set(data) != {"mean", "std"}:
+            raise ModelError(f"bad band normalisation: expected an object with 'mean' and 'std', got {data!r:.80}")
+        if not all(isinstance(data[key], list) for key in ("mean", "std")):
+            raise ModelError("bad band normalisation: 'mean' and 'std' must be lists of numbers")
+        return cls(tuple(data["mean"]), tuple(data["std"]))
+
+    @classmethod
+    def from_arrays(cls, mean: np.ndarray, std: np.ndarray) -> BandNorm:
+        """From per-band arrays (any float dtype), kept as Python floats."""
+        return cls(tuple(float(v) for v in np.ravel(mean)), tuple(float(v) for v in np.ravel(std)))
+
+
+def _problem(norm: BandNorm) -> str | None:
+    if len(norm.mean) != len(norm.std) or not norm.mean:
+        return f"need as many means as deviations, at least one, got {len(norm.mean)} and {len(norm.std)}"
+    for key, values in (("mean", norm.mean), ("std", norm.std)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            return f"{key} must hold finite numbers"
+    if min(norm.std) <= 0:
+        return f"every std must be positive, got {min(norm.std)!r}"
+    return None
+
+
+def apply_band_norm(norm: BandNorm, logmel: np.ndarray) -> np.ndarray:
+    """``logmel`` (..., n_bands, frames) float32 standardised per band (float32, same shape)."""
+    if logmel.shape[-2] != norm.n_bands:
+        raise ValueError(f"the normalisation has {norm.n_bands} bands, the log-mel {logmel.shape[-2]}")
+    mean = np.asarray(norm.mean, dtype=np.float32)[:, None]
+    scale = (1.0 / np.asarray(norm.std, dtype=np.float64)).astype(np.float32)[:, None]
+    return ((logmel - mean) * scale).astype(np.float32, copy=False)
