@@ -47,6 +47,12 @@ class BandNorm:
             raise ModelError("bad band normalisation: 'mean' and 'std' must be lists of numbers")
         return cls(tuple(data["mean"]), tuple(data["std"]))
 
+    def constants(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (n_bands, 1) mean and 1 / std, the constants every implementation standardises with."""
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None]
+        scale = (1.0 / np.asarray(self.std, dtype=np.float64)).astype(np.float32)[:, None]
+        return mean, scale
+
     @classmethod
     def from_arrays(cls, mean: np.ndarray, std: np.ndarray) -> BandNorm:
         """From per-band arrays (any float dtype), kept as Python floats."""
@@ -68,6 +74,6 @@ def apply_band_norm(norm: BandNorm, logmel: np.ndarray) -> np.ndarray:
     """``logmel`` (..., n_bands, frames) float32 standardised per band (float32, same shape)."""
     if logmel.shape[-2] != norm.n_bands:
         raise ValueError(f"the normalisation has {norm.n_bands} bands, the log-mel {logmel.shape[-2]}")
-    mean = np.asarray(norm.mean, dtype=np.float32)[:, None]
-    scale = (1.0 / np.asarray(norm.std, dtype=np.float64)).astype(np.float32)[:, None]
-    return ((logmel - mean) * scale).astype(np.float32, copy=False)
+    mean, scale = norm.constants()
+    standardised: np.ndarray = ((logmel - mean) * scale).astype(np.float32, copy=False)
+    return standardised

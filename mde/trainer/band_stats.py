@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mde.audio import pad_to_length
 from mde.runtime.band_norm import BandNorm
 
 MIN_STD = 1e-3
@@ -33,8 +34,7 @@ def fit_band_norm(
     squares: Optional[torch.Tensor] = None
     frames = 0
     for count, signal in enumerate(signals, 1):
-        padded = np.zeros(max(window_samples, signal.shape[-1]), dtype=np.float32)
-        padded[: signal.shape[-1]] = signal
+        padded, _ = pad_to_length(np.asarray(signal, dtype=np.float32), window_samples)
         logmel = frontend(torch.from_numpy(padded).to(device)[None])[0].double()
         total = logmel.sum(dim=1) if total is None else total + logmel.sum(dim=1)
         squares = logmel.square().sum(dim=1) if squares is None else squares + logmel.square().sum(dim=1)

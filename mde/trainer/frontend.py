@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -73,8 +72,7 @@ class TorchBandNorm(nn.Module):
 
     def __init__(self, norm: BandNorm) -> None:
         super().__init__()
-        mean = np.asarray(norm.mean, dtype=np.float32)[:, None]
-        scale = (1.0 / np.asarray(norm.std, dtype=np.float64)).astype(np.float32)[:, None]
+        mean, scale = norm.constants()
         self.register_buffer("mean", torch.from_numpy(mean), persistent=False)
         self.register_buffer("scale", torch.from_numpy(scale), persistent=False)
 
