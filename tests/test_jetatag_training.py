@@ -175,6 +175,28 @@ def test_the_exported_run_places_tags_and_audio_in_one_space(je_run, no_je_run, 
         load_model(tmp_path / "noje.onnx").embed_tags(["piano"])
 
 
+def test_mde_embed_writes_the_joint_layer_of_real_audio(je_run, shared_data, tmp_path):
+    """`mde embed -m M.onnx --layer joint` on a real MP3: one unit-norm 128-d row per window, as the API gives."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from mde.cli.app import _register_commands, app
+    from mde.export.export import export_model
+    from mde.runtime.extractor import load_model
+
+    export_model(je_run[3], tmp_path / "je.onnx")
+    clip = shared_data / "audio" / "TRWJAZW128F42760DD_test.mp3"
+    _register_commands()
+    result = CliRunner().invoke(app, ["embed", str(clip), "-m", str(tmp_path / "je.onnx"), "--layer", "joint",
+                                      "-o", str(tmp_path / "emb")])
+    assert result.exit_code == 0, result.output
+    stored = np.load(next((tmp_path / "emb").glob("*.npz")))["embedding"]
+    assert stored.shape[1] == 128 and stored.shape[0] > 1
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1, atol=1e-4)
+    direct = load_model(tmp_path / "je.onnx").embed(clip, layer="joint").embedding
+    np.testing.assert_allclose(stored, direct, atol=1e-5)
+
+
 def test_the_joint_stage_needs_a_jetatag_model_and_an_epoch(synth_corpus, tmp_path):
     from mde.errors import MdeError
     from mde.trainer.loop import Trainer
