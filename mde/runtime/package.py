@@ -320,15 +320,19 @@ def read_model_info(path: str | Path) -> ModelInfo:
     return info_from_session(open_session(path, ["CPUExecutionProvider"]), str(path))
 
 
-def open_session(path: str | Path, providers: list[str], options: Any = None) -> Any:
-    """An ``onnxruntime.InferenceSession`` over ``path``; ModelError (one line) if ORT cannot load it."""
+def open_session(model: str | Path | bytes, providers: list[str], options: Any = None,
+                 what: str | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` over a model file's path or a serialized graph; ModelError (one
+    line) if ORT cannot load it, naming it as ``what`` (default: the path) is 'not a loadable ONNX model'."""
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                    providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types, with multi-line text
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise ModelError(f"{path}: not a loadable ONNX model ({lines[0]})") from None
+        name = what or ("a serialized graph" if isinstance(model, bytes) else str(model))
+        raise ModelError(f"{name}: not a loadable ONNX model ({lines[0]})") from None
 
 
 def info_from_session(session: Any, origin: str) -> ModelInfo:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mde.errors import MdeError, ModelError
-from mde.runtime.package import JOINT_OUTPUT, TAG_ENCODER_INPUT, ModelInfo
+from mde.runtime.package import JOINT_OUTPUT, TAG_ENCODER_INPUT, ModelInfo, open_session
 
 
 def encode_graph(onnx_bytes: bytes) -> str:
@@ -64,12 +64,8 @@ class TagEncoder:
         self.info = info
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
-        try:
-            self.session: Any = ort.InferenceSession(decode_graph(info.tag_encoder, origin), options,
-                                                     providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT's own error types, with multi-line text
-            lines = str(exc).strip().splitlines() or [type(exc).__name__]
-            raise ModelError(f"{origin}: the tag encoder is not a loadable ONNX graph ({lines[0]})") from None
+        self.session: Any = open_session(decode_graph(info.tag_encoder, origin), ["CPUExecutionProvider"],
+                                         options, what=f"{origin}: the tag encoder")
         names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
         if names != ([TAG_ENCODER_INPUT], [JOINT_OUTPUT]):
             raise ModelError(f"{origin}: the tag encoder maps {names[0]} to {names[1]}, not "
