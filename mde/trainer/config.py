@@ -9,10 +9,10 @@ from typing import Any, Optional, Union
 
 from mde.errors import MdeError
 from mde.trainer.data.mtat import MTAT_SPLITS
+from mde.trainer.data.sources import DATASET_KINDS
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("none", "plateau", "step", "adam_then_sgd")
-DATASETS = ("mtat", "gtzan", "manifest")
 
 
 @dataclass
@@ -94,7 +94,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}"),
+            (self.dataset in DATASET_KINDS, f"dataset must be one of {', '.join(DATASET_KINDS)}, got {self.dataset!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.mtat_split in MTAT_SPLITS,
