@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A suite started in the background of a non-interactive shell (`... &`) inherits SIGINT ignored, and so
+    # would every `mde` it starts, which the Ctrl-C tests then cannot stop. A handled signal is reset to the
+    # default at exec, so the children see a normal Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # Under pytest -n N each worker gets its share of the cores for its math libraries (torch's OpenMP pool,
