@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from mde.errors import MdeError
-from mde.trainer.data.manifest import ManifestRow, load_manifest, write_manifest
+from mde.trainer.data.manifest import ManifestRow, load_manifest, read_manifest, write_manifest
 from mde.trainer.data.mtat import (
     ANNOTATIONS,
     SYNONYMS,
@@ -383,6 +383,18 @@ def test_write_manifest_round_trip(audio_dir: Path, tmp_path_factory: pytest.Tem
         write_manifest([(outside, "train", ["a|b"])], audio_dir / "bad.csv")
     with pytest.raises(MdeError, match="split 'dev' is not one of"):
         write_manifest([(outside, "dev", ["a"])], audio_dir / "bad.csv")
+
+
+def test_a_text_column_round_trips_and_is_optional(audio_dir: Path) -> None:
+    text = 'Ein "leises" Stück, für Flöte\nund Klavier.'
+    rows = [ManifestRow(audio_dir / "clips" / "a.wav", "train", ("piano",), text),
+            ManifestRow(audio_dir / "clips" / "a.wav", "test", ("quiet",))]
+    path = write_manifest(rows, audio_dir / "text.csv")
+    assert path.read_text(encoding="utf-8").splitlines()[0] == "path,split,tags,text"
+    assert [r.text for r in read_manifest(path)] == [text, ""]
+    plain = write_manifest([r[:3] for r in rows], audio_dir / "plain.csv")
+    assert plain.read_text().splitlines()[0] == "path,split,tags"
+    assert [r.text for r in read_manifest(plain)] == ["", ""]
 
 
 # --- dispatch ----------------------------------------------------------------------------------------

@@ -49,6 +49,22 @@ def test_manifest_loads_with_the_generated_tags(corpus: Path) -> None:
     assert first.is_file() and corpus.read_text().splitlines()[1].startswith("clips/00000.wav,")
 
 
+def test_each_clip_has_a_description_of_its_tags_in_english_or_german(corpus: Path) -> None:
+    from mde.trainer.data.manifest import read_manifest
+    from mde.trainer.data.synth_text import clip_description
+
+    rows = read_manifest(corpus)
+    english = [r for r in rows if " piece for " in r.text]
+    german = [r for r in rows if " Stück für " in r.text]
+    assert english and german and len(english) + len(german) == len(rows)
+    words = {"piano": ("piano", "Klavier"), "flute": ("flute", "Flöte"), "slow": ("slow", "langsames"),
+             "no drums": ("without drums", "ohne Schlagzeug"), "loud": ("loud", "lautes")}
+    for row in rows:
+        for tag, said in words.items():
+            assert (tag in row.tags) == any(w in row.text for w in said), (row.tags, row.text)
+    assert rows[0].text == clip_description(rows[0].tags, 3, 0)  # seed 3 (the fixture):: the same corpus, the same text
+
+
 def test_tags_match_the_audio(corpus: Path) -> None:
     ds = load_dataset("manifest", corpus)
     clips = [c for s in ("train", "valid", "test") for c in ds.splits[s]]

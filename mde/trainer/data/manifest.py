@@ -8,7 +8,9 @@ Format (UTF-8, comma-separated, quoted as the csv module does)::
 
 ``path`` is relative to the CSV's folder or absolute; ``split`` is one of train, valid, test; ``tags``
 are joined by ``|`` (surrounding spaces are ignored; an empty field is a clip with no tags, allowed
-only for multi-label data). Columns may come in any order and extra columns are ignored.
+only for multi-label data). An optional ``text`` column holds free text about each clip (a review, a
+description, in any language; empty when there is none), read by the text targets. Columns may come in
+any order and extra columns are ignored.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ from mde.trainer.data.common import csv_records, require_files, top_k_by_count
 from mde.trainer.data.dataset import SPLITS, Clip, TaggingDataset
 
 COLUMNS = ("path", "split", "tags")
+TEXT_COLUMN = "text"
 TAG_SEPARATOR = "|"
 
 
 class ManifestRow(NamedTuple):
-    """One manifest line: an audio path, its split and its tags."""
+    """One manifest line: an audio path, its split, its tags and its free text ('' for none)."""
 
     path: Path
     split: str
     tags: tuple[str, ...]
+    text: str = ""
 
 
 def load_manifest(path: Path, *, single_label: bool = False, top_k: int = 50) -> TaggingDataset:
@@ -79,7 +83,7 @@ def read_manifest(path: Path, *, single_label: bool = False) -> list[ManifestRow
     lacking = [name for name in COLUMNS if name not in header]
     if lacking:
         raise MdeError(f"{path}: the header lacks column(s) {', '.join(lacking)} (expected {','.join(COLUMNS)})")
-    columns = [header.index(name) for name in COLUMNS]
+    columns = [header.index(name) for name in (*COLUMNS, TEXT_COLUMN) if name in header]
     rows = [
         _parse_row(fields, header, columns, path, line, single_label)
         for line, fields in records
@@ -92,14 +96,17 @@ def read_manifest(path: Path, *, single_label: bool = False) -> list[ManifestRow
 
 
 def write_manifest(rows: Iterable[ManifestRow | tuple[Path, str, Sequence[str]]], path: Path) -> Path:
-    """Write rows (path, split, tags) as a manifest CSV at ``path`` and return ``path``.
+    """Write rows (path, split, tags[, text]) as a manifest CSV at ``path`` and return ``path``; the
+    ``text`` column is written when some row has text.
 
     Audio paths inside the CSV's folder are written relative to it (with '/'), others absolute.
     Raises MdeError for an unknown split or a tag that is empty or contains '|'.
     """
     folder = path.parent.resolve()
     lines = []
-    for audio, split, tags in rows:
+    texts = []
+    for audio, split, tags, *text in rows:
+        texts.append(text[0] if text else "")
         if split not in SPLITS:
             raise MdeError(f"{audio}: split {split!r} is not one of {', '.join(SPLITS)}")
         bad = [t for t in tags if not t.strip() or TAG_SEPARATOR in t or t != t.strip()]
@@ -108,11 +115,12 @@ def write_manifest(rows: Iterable[ManifestRow | tuple[Path, str, Sequence[str]]]
                 f"{audio}: tag {bad[0]!r} is empty, padded with spaces or contains {TAG_SEPARATOR!r}"
             )
         lines.append((_relative_to(Path(audio), folder), split, TAG_SEPARATOR.join(tags)))
+    with_text = any(texts)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(lines)
+        writer.writerow((*COLUMNS, TEXT_COLUMN) if with_text else COLUMNS)
+        writer.writerows([(*line, text) for line, text in zip(lines, texts)] if with_text else lines)
     return path
 
 
@@ -123,7 +131,7 @@ def _parse_row(
     where = f"{path}:{line}"
     if len(fields) != len(header):
         raise MdeError(f"{where}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}")
-    audio, split, tag_field = (fields[i].strip() for i in columns)
+    audio, split, tag_field, *text = (fields[i].strip() for i in columns)
     if not audio:
         raise MdeError(f"{where}: empty path")
     if split not in SPLITS:
@@ -133,7 +141,7 @@ def _parse_row(
         raise MdeError(
             f"{where}: a single-label manifest needs exactly one tag per row, got {len(tags)} ({tag_field!r})"
         )
-    return ManifestRow(path.parent / audio, split, tags)
+    return ManifestRow(path.parent / audio, split, tags, text[0] if text else "")
 
 
 def _relative_to(audio: Path, folder: Path) -> str:

@@ -25,6 +25,7 @@ from mde.trainer.data import synth_fluidsynth, synth_numpy
 from mde.trainer.data.dataset import SPLITS
 from mde.trainer.data.manifest import ManifestRow, write_manifest
 from mde.trainer.data.synth_score import Score, compose
+from mde.trainer.data.synth_text import clip_description
 
 ENGINES = ("auto", "numpy", "fluidsynth")
 MANIFEST_NAME = "manifest.csv"
@@ -61,7 +62,8 @@ def synthesize_corpus(
     on_clip: Callable[[int], None] | None = None,
 ) -> Path:
     """Write ``n`` clips of ``seconds`` s at ``sample_rate`` Hz to ``out_dir/clips/NNNNN.wav`` and
-    their manifest to ``out_dir/manifest.csv``; return the manifest's path.
+    their manifest to ``out_dir/manifest.csv`` (tags, and a one-sentence English or German description of
+    each clip in its ``text`` column: :mod:`mde.trainer.data.synth_text`); return the manifest's path.
 
     ``engine``: 'numpy' (always available), 'fluidsynth' (needs the command and a General MIDI
     SoundFont) or 'auto' (fluidsynth when both are found, else numpy). ``workers``: processes
@@ -85,7 +87,8 @@ def synthesize_corpus(
             for i in range(n)]
     made = make_clips(jobs, workers, on_clip)
     split_of = _assign_splits(n, seed, splits)
-    rows = [ManifestRow(path, split_of[i], tags) for i, (path, tags) in enumerate(made)]
+    rows = [ManifestRow(path, split_of[i], tags, clip_description(tags, seed, i))
+            for i, (path, tags) in enumerate(made)]
     return write_manifest(rows, out_dir / MANIFEST_NAME)
 
 
