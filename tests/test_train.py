@@ -90,14 +90,10 @@ def test_ctrl_c_saves_the_last_checkpoint(corpus, tmp_path):
 
 
 def test_single_label_runs_report_accuracy_and_a_confusion_matrix(corpus, tmp_path):
-    single = tmp_path / "single.csv"
-    rows = corpus.read_text().splitlines()
-    kept = [rows[0]]
-    for row in rows[1:]:
-        path, split, tags = row.split(",")[:3]
-        label = "drums" if "drums" in tags.split("|") else "no drums"
-        kept.append(f"{Path(corpus.parent, path)},{split},{label}")
-    single.write_text("\n".join(kept) + "\n")
+    from mde.trainer.data.manifest import read_manifest, write_manifest
+
+    single = write_manifest([(row.path, row.split, ["drums" if "drums" in row.tags else "no drums"])
+                             for row in read_manifest(corpus)], tmp_path / "single.csv")
     results = train(config(single, tmp_path / "run", single_label=True, epochs=2))
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "loss"} <= set(results["test"])
     assert (tmp_path / "run" / "confusion_matrix.csv").is_file()
