@@ -392,6 +392,8 @@ def test_a_text_column_round_trips_and_is_optional(audio_dir: Path) -> None:
     path = write_manifest(rows, audio_dir / "text.csv")
     assert path.read_text(encoding="utf-8").splitlines()[0] == "path,split,tags,text"
     assert [r.text for r in read_manifest(path)] == [text, ""]
+    dataset = load_manifest(path)
+    assert (dataset.split("train")[0].text, dataset.split("test")[0].text) == (text, "")
     plain = write_manifest([r[:3] for r in rows], audio_dir / "plain.csv")
     assert plain.read_text().splitlines()[0] == "path,split,tags"
     assert [r.text for r in read_manifest(plain)] == ["", ""]

@@ -17,10 +17,12 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled audio file. ``labels`` is float32 (n_tags,): multi-hot, or one-hot when single-label."""
+    """One labelled audio file. ``labels`` is float32 (n_tags,): multi-hot, or one-hot when single-label;
+    ``text`` is free text about it (a review, a description; '' for none), which text targets read."""
 
     path: Path
     labels: np.ndarray = field(compare=False)
+    text: str = field(default="", compare=False)
 
 
 @dataclass

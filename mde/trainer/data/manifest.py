@@ -65,7 +65,7 @@ def load_manifest(path: Path, *, single_label: bool = False, top_k: int = 50) ->
             continue
         labels = np.zeros(len(kept), np.float32)
         labels[[index[t] for t in row.tags if t in index]] = 1.0
-        splits[row.split].append(Clip(row.path, labels))
+        splits[row.split].append(Clip(row.path, labels, row.text))
     return TaggingDataset(path.name, tuple(kept), single_label, splits)
 
 
