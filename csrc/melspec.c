@@ -488,7 +488,8 @@ static mde_status validate_config(const mde_melspec_config *c)
                           c->log == MDE_LOG_LN);
     const int values_ok = (c->power == 1 || c->power == 2) && is_normal_float32(c->amin) &&
                           is_normal_float32(c->log_scale) &&
-                          (!c->use_top_db || (c->log == MDE_LOG_DB && c->top_db >= 0.0));
+                          (!c->use_top_db || (c->log == MDE_LOG_DB && c->top_db >= 0.0)) &&
+                          (!c->ref_max || c->log == MDE_LOG_DB);
     return ranges_ok && enums_ok && values_ok ? MDE_OK : MDE_ERR_CONFIG;
 }
 
@@ -756,22 +757,30 @@ static size_t find_non_finite(const mde_melspec_plan *plan, const float *values,
     return n;
 }
 
-/* values <- max(values, max(values) - top_db), in dB, over one signal's output. */
-static void clip_to_top_db(float *values, size_t n_values, float top_db)
+/*
+ * The dB values of signals that share one peak, relative to their peak: clipped to peak - top_db when
+ * use_top_db, then shifted by -peak when ref_max.
+ */
+static void relate_to_peak(const mde_melspec_config *config, float *values, size_t n_values)
 {
     float peak = -INFINITY;
     for (size_t i = 0; i < n_values; ++i) {
         peak = values[i] > peak ? values[i] : peak;
     }
-    const float threshold = peak - top_db;
+    const float threshold = config->use_top_db ? peak - (float)config->top_db : -INFINITY;
+    const float shift = config->ref_max ? peak : 0.0f;
     for (size_t i = 0; i < n_values; ++i) {
-        values[i] = values[i] < threshold ? threshold : values[i];
+        values[i] = (values[i] < threshold ? threshold : values[i]) - shift;
     }
 }
 
 mde_status mde_melspec_compute(const mde_melspec_plan *plan, const float *signals, size_t batch,
-                               size_t n_samples, float *out, int n_threads, size_t *bad_index)
+                               size_t signals_per_peak, size_t n_samples, float *out, int n_threads,
+                               size_t *bad_index)
 {
+    if (signals_per_peak == 0 || batch % signals_per_peak != 0) {
+        return MDE_ERR_CONFIG;
+    }
     if (n_samples < mde_melspec_min_samples(plan)) {
         return MDE_ERR_SHORT_INPUT;
     }
@@ -799,10 +808,10 @@ mde_status mde_melspec_compute(const mde_melspec_plan *plan, const float *signal
     const size_t wanted = n_threads > 1 ? (size_t)n_threads : 1;
     const work_range whole = {plan, signals, n_samples, n_frames, groups_per_signal, out, 0, total_groups, MDE_OK};
     const mde_status status = run_threads(&whole, wanted < useful ? wanted : useful);
-    if (status == MDE_OK && plan->config.use_top_db) {
-        const size_t per_signal = (size_t)plan->config.n_mels * n_frames;
-        for (size_t b = 0; b < batch; ++b) {
-            clip_to_top_db(out + b * per_signal, per_signal, (float)plan->config.top_db);
+    if (status == MDE_OK && (plan->config.use_top_db || plan->config.ref_max)) {
+        const size_t per_peak = signals_per_peak * (size_t)plan->config.n_mels * n_frames;
+        for (size_t first = 0; first < batch; first += signals_per_peak) {
+            relate_to_peak(&plan->config, out + first * (size_t)plan->config.n_mels * n_frames, per_peak);
         }
     }
     return status;

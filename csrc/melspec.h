@@ -44,8 +44,10 @@ typedef struct {
     int power;              /* 2: |X|^2, 1: |X| */
     mde_log_mode log;
     double amin;            /* floor before the dB or ln log, spectrum units: a normal float32, FLT_MIN..FLT_MAX */
-    int use_top_db;         /* 1: clip dB values to (per-signal max) - top_db */
+    int use_top_db;         /* 1: clip dB values to (peak) - top_db, the peak over one group of signals */
     double top_db;          /* dB, >= 0 */
+    int ref_max;            /* 1: dB relative to the peak (librosa's ref=np.max): the peak is subtracted after the
+                             * top_db clip, so the group's values end at 0 dB; needs log dB */
     double log_scale;       /* C in log10(1 + C x): a normal float32, FLT_MIN..FLT_MAX */
     int fp16_round;         /* 1: round mel energies to IEEE half precision before the log */
 } mde_melspec_config;
@@ -87,6 +89,8 @@ void mde_melspec_copy_filterbank(const mde_melspec_plan *plan, float *filterbank
  * Log-mel spectrograms of a batch of signals.
  * signals: batch x n_samples floats, row-major.
  * out:     batch x n_mels x n_frames floats, row-major (n_frames from mde_melspec_n_frames).
+ * signals_per_peak: consecutive signals that share one peak for top_db and ref_max (the channels of one
+ *          window; 1: each signal has its own); batch must be a multiple of it, else MDE_ERR_CONFIG.
  * n_threads: worker threads (frames of all signals are split between them); results do not depend
  *            on it. On MDE_ERR_NON_FINITE, *bad_index is the flat index of the first NaN or Inf
  *            (bad_index may be NULL when the caller does not need it).
@@ -95,6 +99,7 @@ void mde_melspec_copy_filterbank(const mde_melspec_plan *plan, float *filterbank
  * Needs no Python and touches no global state, so callers may release the GIL around it.
  */
 mde_status mde_melspec_compute(const mde_melspec_plan *plan, const float *signals, size_t batch,
-                               size_t n_samples, float *out, int n_threads, size_t *bad_index);
+                               size_t signals_per_peak, size_t n_samples, float *out, int n_threads,
+                               size_t *bad_index);
 
 #endif /* MDE_MELSPEC_H */

@@ -384,7 +384,7 @@ def test_too_short_input_names_the_minimum() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad_input", [np.zeros(1000, np.int16), np.zeros(1000, np.int64), np.zeros(1000, bool), np.zeros((2, 2, 600))]
+    "bad_input", [np.zeros(1000, np.int16), np.zeros(1000, np.int64), np.zeros(1000, bool), np.zeros((2, 2, 2, 600))]
 )
 def test_non_float_or_badly_shaped_input_is_rejected(bad_input: np.ndarray) -> None:
     with pytest.raises(FrontendError):

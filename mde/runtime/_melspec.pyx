@@ -43,6 +43,7 @@ cdef extern from "melspec.h" nogil:
         double amin
         int use_top_db
         double top_db
+        int ref_max
         double log_scale
         int fp16_round
 
@@ -60,7 +61,8 @@ cdef extern from "melspec.h" nogil:
     void mde_melspec_copy_window(const mde_melspec_plan *plan, float *window)
     void mde_melspec_copy_filterbank(const mde_melspec_plan *plan, float *filterbank)
     mde_status mde_melspec_compute(const mde_melspec_plan *plan, const float *signals, size_t batch,
-                                   size_t n_samples, float *out, int n_threads, size_t *bad_index)
+                                   size_t signals_per_peak, size_t n_samples, float *out, int n_threads,
+                                   size_t *bad_index)
 
 
 class NonFiniteInput(FrontendError):
@@ -89,6 +91,7 @@ cdef mde_melspec_config config_struct(config) except *:
     c.amin = config.amin
     c.use_top_db = 0 if config.top_db is None else 1
     c.top_db = 0.0 if config.top_db is None else config.top_db
+    c.ref_max = 1 if config.db_ref == "max" else 0
     c.log_scale = config.log_scale
     c.fp16_round = 1 if config.fp16_round else 0
     return c
@@ -141,8 +144,11 @@ cdef class MelPlan:
         mde_melspec_copy_filterbank(self.plan, &view[0, 0])
         return out
 
-    def compute(self, const float[:, ::1] signals, int threads) -> np.ndarray:
+    def compute(self, const float[:, ::1] signals, int threads, size_t signals_per_peak=1) -> np.ndarray:
         """Log-mels of C-contiguous float32 (batch, samples) -> float32 (batch, n_mels, frames).
+
+        ``signals_per_peak`` consecutive signals (the channels of one window) share the peak that top_db
+        and a dB reference of 'max' are taken from; batch must be a multiple of it.
 
         Runs without the GIL. Raises FrontendError for too-short or too-large input and NonFiniteInput for
         NaN/Inf.
@@ -163,8 +169,8 @@ cdef class MelPlan:
             return out
         cdef float[:, :, ::1] out_view = out
         with nogil:
-            status = mde_melspec_compute(self.plan, &signals[0, 0], batch, n_samples, &out_view[0, 0, 0],
-                                         threads, &bad_index)
+            status = mde_melspec_compute(self.plan, &signals[0, 0], batch, signals_per_peak, n_samples,
+                                         &out_view[0, 0, 0], threads, &bad_index)
         if status == MDE_ERR_NON_FINITE:
             raise NonFiniteInput(bad_index)
         if status != MDE_OK:

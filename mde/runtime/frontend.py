@@ -12,7 +12,7 @@ import numpy as np
 
 from mde.errors import FrontendError
 from mde.runtime import _melspec
-from mde.runtime.frontend_config import FrontendConfig, LogMode, MelScale
+from mde.runtime.frontend_config import DbReference, FrontendConfig, LogMode, MelScale
 
 
 class MelSpectrogram:
@@ -52,7 +52,10 @@ class MelSpectrogram:
     amin : float, default 1e-10
         Floor, in spectrum units, applied before the dB or ln log.
     top_db : float or None, default None
-        If set (dB), each signal's values are clipped to its peak minus ``top_db``.
+        If set (dB), each signal's values are clipped to its peak minus ``top_db`` (the peak over all channels
+        of a (batch, channels, samples) input's window).
+    db_ref : {'one', 'max'}, default 'one'
+        'max': dB relative to that same peak, subtracted after the clip (librosa's ``ref=np.max``).
     log_scale : float, default 10000.0
         The C of 'log10p'.
     fp16_round : bool, default False
@@ -82,6 +85,7 @@ class MelSpectrogram:
         log: Optional[LogMode] = "db",
         amin: float = 1e-10,
         top_db: Optional[float] = None,
+        db_ref: DbReference = "one",
         log_scale: float = 10000.0,
         fp16_round: bool = False,
         threads: int = 1,
@@ -89,7 +93,7 @@ class MelSpectrogram:
         config = FrontendConfig(
             sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, f_min=f_min,
             f_max=f_max, mel_scale=mel_scale, norm=norm, center=center, pad_mode=pad_mode,  # type: ignore[arg-type]
-            power=power, log=log, amin=amin, top_db=top_db, log_scale=log_scale, fp16_round=fp16_round,
+            power=power, log=log, amin=amin, top_db=top_db, db_ref=db_ref, log_scale=log_scale, fp16_round=fp16_round,
         )
         _check_kernel_settings(config, threads)
         self.config = config
@@ -119,12 +123,13 @@ class MelSpectrogram:
 
         Parameters
         ----------
-        x : np.ndarray, shape (samples,) or (batch, samples)
-            Float samples; other float dtypes are converted to float32.
+        x : np.ndarray, shape (samples,), (batch, samples) or (batch, channels, samples)
+            Float samples; other float dtypes are converted to float32. The channels of one window share
+            the peak that ``top_db`` and ``db_ref='max'`` refer to.
 
         Returns
         -------
-        np.ndarray, float32, shape (n_mels, frames) or (batch, n_mels, frames)
+        np.ndarray, float32, shape (n_mels, frames), (batch, n_mels, frames) or (batch, channels, n_mels, frames)
             ``frames = config.n_frames(samples)``; values in dB (the default), log10(1 + C x) or
             spectrum units according to ``log``.
 
@@ -136,10 +141,13 @@ class MelSpectrogram:
         array = np.asarray(x)
         signals = _as_signal_matrix(array)
         self._check_length(signals.shape[1])
+        channels = array.shape[1] if array.ndim == 3 else 1
         try:
-            out = self._plan.compute(signals, self.threads)
+            out = self._plan.compute(signals, self.threads, channels)
         except _melspec.NonFiniteInput as error:
             raise FrontendError(_describe_non_finite(signals, error.index, array.ndim)) from None
+        if array.ndim == 3:
+            return out.reshape(array.shape[0], channels, *out.shape[1:])
         return out[0] if array.ndim == 1 else out
 
     def _check_length(self, n_samples: int) -> None:
@@ -168,12 +176,17 @@ def _check_kernel_settings(config: FrontendConfig, threads: int) -> None:
 
 
 def _as_signal_matrix(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous float32 (batch, samples) view or copy of a float (samples,) / (batch, samples) array."""
+    """A C-contiguous float32 (signals, samples) view or copy of a float (samples,), (batch, samples) or
+    (batch, channels, samples) array (channels of one window on consecutive rows)."""
     if not np.issubdtype(array.dtype, np.floating):
         raise FrontendError(f"input must be a floating-point waveform, got dtype {array.dtype}")
-    if array.ndim not in (1, 2):
-        raise FrontendError(f"input must have shape (samples,) or (batch, samples), got {array.shape}")
-    return np.ascontiguousarray(np.atleast_2d(array), dtype=np.float32)
+    if array.ndim not in (1, 2, 3):
+        raise FrontendError(
+            f"input must have shape (samples,), (batch, samples) or (batch, channels, samples), got {array.shape}")
+    if array.ndim == 3 and array.shape[1] == 0:
+        raise FrontendError(f"input has no channels: shape {array.shape}")
+    signals = array.reshape(-1, array.shape[-1]) if array.ndim == 3 else np.atleast_2d(array)
+    return np.ascontiguousarray(signals, dtype=np.float32)
 
 
 def _describe_non_finite(signals: np.ndarray, flat_index: int, ndim: int) -> str:

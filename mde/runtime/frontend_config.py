@@ -14,6 +14,7 @@ from mde.errors import FrontendError
 
 MelScale = Literal["htk", "slaney"]
 LogMode = Literal["db", "log10p", "ln"]
+DbReference = Literal["one", "max"]
 
 SUPPORTED_N_FFT = (256, 512, 1024, 2048, 4096)
 FLOAT32_MIN_NORMAL = 1.1754943508222875e-38  # C's FLT_MIN: below it float32 loses precision
@@ -39,7 +40,11 @@ class FrontendConfig:
       log ln(max(x, amin)) (the multi-scale CNN's, whose clip value is amin = 1e-20), None for none.
     amin: floor in spectrum units applied before the dB or ln log; a normal float32 (1.2e-38 to 3.4e38), as
       the kernel computes in float32.
-    top_db: if set, dB values are clipped to (max over the call's frames) - top_db, per input signal.
+    top_db: if set, dB values are clipped to (peak) - top_db, the peak (dB) over all frames and bands of one
+      input signal (of all channels of one window, for multichannel input).
+    db_ref: 'one' for dB relative to one spectrum unit (10 log10(x)); 'max' for dB relative to the same peak
+      (librosa's ``power_to_db(ref=np.max)``, the third seed's): the peak is subtracted after the top_db
+      clip, so each signal's values end at 0 dB. 'max' needs log='db'.
     log_scale: the C of 'log10p' (dimensionless); a normal float32 (1.2e-38 to 3.4e38).
     fp16_round: round the mel energies to float16 before the log (musicnn's recipe).
     """
@@ -58,6 +63,7 @@ class FrontendConfig:
     log: Optional[LogMode] = "db"
     amin: float = 1e-10
     top_db: Optional[float] = None
+    db_ref: DbReference = "one"
     log_scale: float = 10000.0
     fp16_round: bool = False
 
@@ -87,6 +93,10 @@ class FrontendConfig:
             raise FrontendError(f"power must be 1.0 or 2.0, got {self.power}")
         if self.log not in (None, "db", "log10p", "ln"):
             raise FrontendError(f"log must be 'db', 'log10p', 'ln' or None, got {self.log!r}")
+        if self.db_ref not in ("one", "max"):
+            raise FrontendError(f"db_ref must be 'one' or 'max', got {self.db_ref!r}")
+        if self.db_ref == "max" and self.log != "db":
+            raise FrontendError(f"db_ref='max' needs log='db', got log={self.log!r}")
         _check_float32("amin", self.amin)
         _check_float32("log_scale", self.log_scale)
 
@@ -165,3 +175,13 @@ MULTISCALE = FrontendConfig(
 )
 """The multi-scale CNN's front end: librosa's melspectrogram defaults of its era at 11,025 Hz (centred
 frames, reflection padding, 128 Slaney mels up to 5,512.5 Hz), then ln(max(power, 1e-20))."""
+
+SCHINDLER = FrontendConfig(
+    sample_rate=22050, n_fft=1024, hop_length=256, n_mels=128, f_min=0.0, f_max=None,
+    mel_scale="slaney", norm="slaney", center=True, pad_mode="reflect", power=2.0, log="db", amin=1e-10,
+    top_db=80.0, db_ref="max",
+)
+"""The third seed's front end (Schindler et al.): librosa's melspectrogram of its era at 22,050 Hz (n_fft 1024,
+hop 256, 128 Slaney mels up to 11,025 Hz, centred frames with reflection padding), then
+``power_to_db(ref=np.max)`` with librosa's defaults (amin 1e-10, top_db 80): dB relative to the window's
+peak over both channels, from -80 to 0 dB."""

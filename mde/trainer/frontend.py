@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 
 class TorchMelSpectrogram(nn.Module):
-    """Waveforms (batch, samples) float32 -> log-mel (batch, n_mels, frames), differentiable."""
+    """Waveforms (batch, samples) or (batch, channels, samples) float32 -> log-mel (batch, n_mels, frames) or
+    (batch, channels, n_mels, frames), differentiable; the channels of one window share the dB peak."""
 
     window: torch.Tensor  # buffers, registered in __init__
     filterbank: torch.Tensor
@@ -38,23 +39,28 @@ class TorchMelSpectrogram(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         spectrum = torch.stft(
-            waveform, cfg.n_fft, cfg.hop_length, window=self.window, center=cfg.center,
-            pad_mode=cfg.pad_mode, return_complex=True,
+            waveform.reshape(-1, waveform.shape[-1]), cfg.n_fft, cfg.hop_length, window=self.window,
+            center=cfg.center, pad_mode=cfg.pad_mode, return_complex=True,
         )
         power = spectrum.real.square() + spectrum.imag.square()
         magnitude = power if cfg.power == 2.0 else power.sqrt()
         mel = torch.matmul(self.filterbank, magnitude)
-        return self._log(mel)
+        return self._log(mel.reshape(*waveform.shape[:-1], *mel.shape[-2:]), peak_dims=1 + (waveform.ndim == 3))
 
-    def _log(self, mel: torch.Tensor) -> torch.Tensor:
+    def _log(self, mel: torch.Tensor, peak_dims: int) -> torch.Tensor:
+        """The log of ``mel``; the dB peak is taken over its last ``peak_dims`` + 1 axes (bands and frames, and
+        channels for multichannel input)."""
         cfg = self.config
         if cfg.fp16_round:  # before any log, as the C kernel rounds
             mel = mel.half().float()
         if cfg.log == "db":
             db = 10.0 * torch.log10(torch.clamp(mel, min=cfg.amin))
-            if cfg.top_db is not None:
-                peak = db.amax(dim=(-2, -1), keepdim=True)
-                db = torch.maximum(db, peak - cfg.top_db)
+            if cfg.top_db is not None or cfg.db_ref == "max":
+                peak = db.amax(dim=tuple(range(-1 - peak_dims, 0)), keepdim=True)
+                if cfg.top_db is not None:
+                    db = torch.maximum(db, peak - cfg.top_db)
+                if cfg.db_ref == "max":
+                    db = db - peak
             return db
         if cfg.log == "log10p":
             return torch.log10(1.0 + cfg.log_scale * mel)
