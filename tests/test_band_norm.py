@@ -113,3 +113,30 @@ def test_a_waveform_or_mismatched_input_is_refused():
         from mde.runtime.package import check_metadata
 
         check_metadata(info(band_norm=BandNorm((0.0,) * 127, (1.0,) * 127)), "m")
+
+
+def test_a_stereo_norm_has_a_mean_and_std_per_channel_and_band():
+    from mde.runtime.frontend_config import SCHINDLER
+
+    rng = np.random.default_rng(0)
+    left, right = (example_signal(30000, 22050, seed) * gain for seed, gain in ((0, 1.0), (1, 0.05)))
+    clips = [np.stack([left, right]), np.stack([right, right])]  # (channels, samples)
+    norm = fit_band_norm(TorchMelSpectrogram(SCHINDLER), clips, 22050, torch.device("cpu"))
+    logmels = np.concatenate([MelSpectrogram.from_config(SCHINDLER)(c[None])[0] for c in clips], axis=-1)
+    assert (norm.channels, norm.n_bands) == (2, 128)
+    mean = np.array(norm.mean).reshape(2, 128)
+    np.testing.assert_allclose(mean, logmels.mean(axis=-1), atol=2e-3)
+    np.testing.assert_allclose(np.array(norm.std).reshape(2, 128), logmels.std(axis=-1), atol=2e-3)
+    assert abs(mean[0].mean() - mean[1].mean()) > 3  # the quiet right channel has its own statistics
+    assert BandNorm.from_dict(json.loads(json.dumps(norm.to_dict()))) == norm
+    assert "channels" not in band_norm().to_dict()  # mono metadata stays as it was
+    batch = rng.standard_normal((3, 2, 128, 5)).astype(np.float32)
+    expected = (batch - mean[None, :, :, None]) / np.array(norm.std).reshape(1, 2, 128, 1)
+    np.testing.assert_allclose(apply_band_norm(norm, batch), expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        twin = TorchBandNorm(norm)(torch.from_numpy(batch)).numpy()
+    np.testing.assert_array_equal(twin, apply_band_norm(norm, batch))
+    with pytest.raises(ValueError, match="2 channels, the log-mel has shape"):
+        apply_band_norm(norm, batch[:, 0])
+    with pytest.raises(ModelError, match="a whole number of bands per channel"):
+        BandNorm((0.0,) * 3, (1.0,) * 3, channels=2)

@@ -177,9 +177,9 @@ def test_log_mel_models_refuse_waveform_fields():
     frontend = SEED_FCN.with_(sample_rate=RATE, f_max=4000.0)
     with pytest.raises(ModelError, match="input_transform applies to waveform models only"):
         ModelInfo.from_json(_waveform_info(input_kind="logmel", frontend=frontend).to_json())
-    with pytest.raises(ModelError, match="channels: a logmel model takes mono audio, got 2"):
+    with pytest.raises(ModelError, match="channels: a 2-channel logmel model cuts audio_windows, got 'mel_patches'"):
         ModelInfo.from_json(_waveform_info(input_kind="logmel", frontend=frontend, input_transform=None,
-                                           channels=2).to_json())
+                                           channels=2, framing="mel_patches", patch_frames=16).to_json())
 
 
 def test_metadata_that_contradicts_the_waveform_graph_is_refused_on_load(mono_exports, stereo_export, tmp_path):

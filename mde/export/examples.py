@@ -33,7 +33,7 @@ def example_windows(window: int, sample_rate: int, n_windows: int, seed: int = 0
 
 def example_inputs(info: ModelInfo, n_windows: int = 3, seed: int = 0) -> np.ndarray:
     """float32 network inputs of :func:`example_signal`, framed as the runtime frames the model: for a
-    log-mel model (n_windows, n_mels, frames), consecutive audio windows through the C front end or
+    log-mel model (n_windows, [channels,] n_mels, frames), consecutive audio windows through the C front end or
     consecutive patches of one log-mel over the whole signal (standardised per band where the model says
     so); for a waveform model (n_windows, samples) or (n_windows, channels, samples), consecutive windows
     after the model's input transform (a stereo model's channels are signals of different seeds)."""

@@ -57,9 +57,9 @@ def input_name(info: ModelInfo) -> str:
 
 
 def input_rank(info: ModelInfo) -> int:
-    """The graph input's rank: 3 for (batch, n_mels, frames) and (batch, channels, samples), 2 for
-    (batch, samples)."""
-    return 2 if info.input_kind == "waveform" and info.channels == 1 else 3
+    """The graph input's rank: 2 for (batch, samples), 3 for (batch, n_mels, frames) and (batch, channels,
+    samples), 4 for (batch, channels, n_mels, frames)."""
+    return (2 if info.input_kind == "waveform" else 3) + (info.channels > 1)
 
 
 def export_onnx(module: nn.Module, example_inputs: np.ndarray, info: ModelInfo, opset: int = 17,

@@ -28,7 +28,7 @@ _RENAMED_KEYS = {"window": "window_samples", "hop": "hop_samples"}
 MAX_WINDOW_SECONDS = 3600.0
 """The longest analysis window or hop, in seconds, that a model may declare or a request may ask for."""
 MODEL_CHANNELS = (1, 2)
-"""The audio channels a model may take: 1 (mono) or 2 (stereo, waveform models only)."""
+"""The audio channels a model may take: 1 (mono) or 2 (stereo)."""
 JOINT_OUTPUT = "joint"
 """The output holding each window's point in a joint audio-tag space (JETATAG), which a tag encoder shares."""
 TAG_ENCODER_INPUT = "tags"
@@ -47,10 +47,11 @@ class ModelInfo:
       (for mel-patch models, patch_frames and the patch step times the front end's hop_length); the
       same in seconds are ``window_seconds`` and ``hop_seconds``. Metadata written before these names
       (keys ``window`` and ``hop``) is still read.
-    input_kind: 'logmel' (the graph takes (batch, n_mels, frames) from the C front end) or 'waveform'
-      (the graph takes the samples of each window: (batch, window_samples) for mono, (batch, channels,
-      window_samples) for stereo, after ``input_transform``).
-    channels: audio channels the graph takes: 1 (mono; every log-mel model) or 2 (stereo waveform models).
+    input_kind: 'logmel' (the graph takes (batch, n_mels, frames) from the C front end, or (batch, channels,
+      n_mels, frames) for stereo) or 'waveform' (the graph takes the samples of each window: (batch,
+      window_samples) for mono, (batch, channels, window_samples) for stereo, after ``input_transform``).
+    channels: audio channels the graph takes: 1 (mono) or 2 (stereo: decoded without mixdown, a mono file
+      repeated on both; a stereo log-mel model cuts audio windows, whose channels share one dB peak).
     input_transform: what the runtime does to each cut window of a waveform model before the graph
       (:mod:`mde.runtime.input_transform`); None for log-mel models, IDENTITY when a waveform model's
       metadata names none.
@@ -237,11 +238,13 @@ def _input_problem(info: ModelInfo) -> str | None:
             return "frontend: a logmel model needs a front end, the metadata has none"
         if info.input_transform is not None:
             return "input_transform applies to waveform models only, this one is logmel"
-        if info.channels != 1:
-            return f"channels: a logmel model takes mono audio, got {info.channels}"
-        if info.band_norm is not None and info.band_norm.n_bands != info.frontend.n_mels:
-            return (f"band_norm: {info.band_norm.n_bands} bands for a front end of "
-                    f"{info.frontend.n_mels} mel bands")
+        if info.channels != 1 and info.framing != "audio_windows":
+            return f"channels: a {info.channels}-channel logmel model cuts audio_windows, got {info.framing!r}"
+        norm = info.band_norm
+        if norm is not None and norm.n_bands != info.frontend.n_mels:
+            return f"band_norm: {norm.n_bands} bands for a front end of {info.frontend.n_mels} mel bands"
+        if norm is not None and norm.channels not in (1, info.channels):
+            return f"band_norm: {norm.channels} channels for a {info.channels}-channel model"
         return None
     if info.frontend is not None:
         return "frontend: a waveform model takes samples and has no front end, the metadata gives one"
@@ -257,10 +260,11 @@ def _input_problem(info: ModelInfo) -> str | None:
 def check_graph(info: ModelInfo, session: Any, origin: str) -> None:
     """ModelError unless the metadata agrees with the graph's own input and output shapes.
 
-    A logmel graph takes (batch, n_mels, frames): a fixed n_mels must be the front end's, and fixed
-    frames the number of frames of one window. A waveform graph takes (batch, samples) for a mono model
-    and (batch, channels, samples) for a stereo one: fixed channels must be the metadata's, and fixed
-    samples ``window_samples``. Each declared output must exist with its declared width.
+    A logmel graph takes (batch, n_mels, frames), or (batch, channels, n_mels, frames) for a stereo model: a
+    fixed n_mels must be the front end's, and fixed frames the number of frames of one window. A waveform
+    graph takes (batch, samples) for a mono model and (batch, channels, samples) for a stereo one: fixed
+    channels must be the metadata's, and fixed samples ``window_samples``. Each declared output must exist
+    with its declared width.
     """
     problem = _graph_problem(info, session)
     if problem:
@@ -275,9 +279,12 @@ def _graph_problem(info: ModelInfo, session: Any) -> str | None:
         if problem:
             return problem
     if info.input_kind == "logmel" and info.frontend is not None:
-        if len(shape) != 3:
+        if info.channels == 1 and len(shape) != 3:
             return f"a logmel model takes (batch, n_mels, frames), the graph's input has shape {shape}"
-        n_mels, frames = shape[1], shape[2]
+        if info.channels > 1 and (len(shape) != 4 or (_is_int(shape[1]) and shape[1] != info.channels)):
+            return (f"a {info.channels}-channel logmel model takes (batch, {info.channels}, n_mels, frames), "
+                    f"the graph's input has shape {shape}")
+        n_mels, frames = shape[-2], shape[-1]
         if _is_int(n_mels) and n_mels != info.frontend.n_mels:
             return f"the front end gives {info.frontend.n_mels} mel bands, the graph takes {n_mels}"
         want = info.patch_frames if info.framing == "mel_patches" else info.frontend.n_frames(info.window_samples)

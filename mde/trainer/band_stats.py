@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mde.audio import pad_to_length
 from mde.runtime.band_norm import BandNorm
+from mde.trainer.data.loading import pad_last_axis
 
 MIN_STD = 1e-3
 """Floor of a band's standard deviation in log units, so that a band without variation (silence in every
@@ -28,17 +28,18 @@ def fit_band_norm(
     frontend: nn.Module, signals: Iterable[np.ndarray], window_samples: int, device: torch.device,
     on_clip: Optional[Callable[[int], None]] = None,
 ) -> BandNorm:
-    """The BandNorm of the log-mels ``frontend`` (the torch front end, on ``device``) gives the mono float32
-    ``signals``, each padded to at least ``window_samples``; ``on_clip(count)`` after each clip."""
+    """The BandNorm of the log-mels ``frontend`` (the torch front end, on ``device``) gives the float32
+    ``signals`` (samples,) or (channels, samples) (then one mean and std per channel and band), each padded to
+    at least ``window_samples``; ``on_clip(count)`` after each clip."""
     total: Optional[torch.Tensor] = None
     squares: Optional[torch.Tensor] = None
     frames = 0
     for count, signal in enumerate(signals, 1):
-        padded, _ = pad_to_length(np.asarray(signal, dtype=np.float32), window_samples)
+        padded = pad_last_axis(np.asarray(signal, dtype=np.float32), window_samples)
         logmel = frontend(torch.from_numpy(padded).to(device)[None])[0].double()
-        total = logmel.sum(dim=1) if total is None else total + logmel.sum(dim=1)
-        squares = logmel.square().sum(dim=1) if squares is None else squares + logmel.square().sum(dim=1)
-        frames += logmel.shape[1]
+        total = logmel.sum(dim=-1) if total is None else total + logmel.sum(dim=-1)
+        squares = logmel.square().sum(dim=-1) if squares is None else squares + logmel.square().sum(dim=-1)
+        frames += logmel.shape[-1]
         if on_clip:
             on_clip(count)
     if total is None or squares is None:

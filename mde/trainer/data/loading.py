@@ -17,6 +17,7 @@ shuffling order comes from :func:`epoch_generator`. :func:`train_loader` wires b
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
@@ -46,24 +47,26 @@ FluidSynth clips of 10 s, 10 epochs): 1 crop per clip, test ROC-AUC 0.911 in 40 
 
 
 class DecodedAudio:
-    """The files of ``splits`` of a dataset decoded once at ``sample_rate`` Hz, kept as float32 arrays.
+    """The files of ``splits`` of a dataset decoded once at ``sample_rate`` Hz, kept as float32 arrays:
+    (samples,) mono, or (channels, samples) for ``channels`` > 1 (see :func:`decode_clip`).
 
     As a source, it serves those splits from memory and decodes the files of any other split on access.
     workers: processes decoding in parallel (1: this one). on_file(done, total) follows the decoding.
     """
 
     def __init__(self, dataset: TaggingDataset, sample_rate: int, splits: tuple[str, ...], *, workers: int = 1,
-                 on_file: Optional[Callable[[int, int], None]] = None) -> None:
+                 on_file: Optional[Callable[[int, int], None]] = None, channels: int = 1) -> None:
         self.dataset = dataset
         self.sample_rate = sample_rate
+        self.channels = channels
         paths = [clip.path for split in splits for clip in dataset.split(split)]
+        decode = partial(decode_clip, sample_rate=sample_rate, channels=channels)
         if workers > 1:
             from mde.runtime.workers import process_map
 
-            signals: Iterable[np.ndarray] = process_map(partial(_decode, sample_rate=sample_rate), paths,
-                                                        min(workers, len(paths)), _no_setup, ())
+            signals: Iterable[np.ndarray] = process_map(decode, paths, min(workers, len(paths)), _no_setup, ())
         else:
-            signals = (_decode(path, sample_rate) for path in paths)
+            signals = (decode(path) for path in paths)
         self.signals: dict[Path, np.ndarray] = {}
         for path, signal in zip(paths, signals):
             self.signals[path] = signal
@@ -71,8 +74,11 @@ class DecodedAudio:
                 on_file(len(self.signals), len(paths))
 
 
-def _decode(path: Path, sample_rate: int) -> np.ndarray:
-    return load_audio(path, sr=sample_rate)[0]
+def decode_clip(path: Path, sample_rate: int, channels: int = 1) -> np.ndarray:
+    """A training clip's float32 samples at ``sample_rate`` Hz: (samples,) for mono, else (channels, samples)
+    (samples on the last axis, where crops are cut; a mono file is repeated on every channel)."""
+    samples = load_audio(path, sr=sample_rate, channels=channels)[0]
+    return samples if channels == 1 else np.ascontiguousarray(samples.T)
 
 
 def _no_setup() -> None:
@@ -95,19 +101,19 @@ def decoded_length(path: Path, sample_rate: int) -> int:
 
 def decode_if_it_fits(
     dataset: TaggingDataset, sample_rate: int, splits: tuple[str, ...], budget: int, spill_to: Optional[Path] = None,
-    *, workers: int = 1, on_progress: Optional[Callable[[int, int], None]] = None,
+    *, workers: int = 1, on_progress: Optional[Callable[[int, int], None]] = None, channels: int = 1,
 ) -> tuple[Source, str]:
     """The files of ``splits`` decoded once into memory when their float32 audio fits ``budget`` bytes;
     else, with ``spill_to``, every clip of the dataset decoded once into a float16 feature cache made
     there (at full length: see :func:`~mde.trainer.data.cache.prepare_cache`), else ``dataset`` itself
     (decoded on every access). Returns the source and one line saying which and why. workers: decoding
-    processes; on_progress(done, total): files decoded so far."""
+    processes; on_progress(done, total): files decoded so far; channels: 1 (mono) or the stereo network's 2."""
     files = [clip.path for split in splits for clip in dataset.split(split)]
     lengths = {path: decoded_length(path, sample_rate) for path in files}  # headers only, read once
-    needed = 4 * sum(lengths.values())
+    needed = 4 * channels * sum(lengths.values())
     what = f"the {len(files)} {' and '.join(splits)} files"
     if needed <= budget:
-        return DecodedAudio(dataset, sample_rate, splits, workers=workers, on_file=on_progress), (
+        return DecodedAudio(dataset, sample_rate, splits, workers=workers, on_file=on_progress, channels=channels), (
             f"decoding {what} once into memory ({size_text(needed)} of float32, within the "
             f"{size_text(budget)} memory budget)")
     over = f"{what} take {size_text(needed)} of float32, over the {size_text(budget)} memory budget"
@@ -119,8 +125,9 @@ def decode_if_it_fits(
                   for clips in dataset.splits.values() for clip in clips)
     clips = sum(len(c) for c in dataset.splits.values())
     counter = itertools.count(1)
+    report = (lambda _path, _ok: on_progress(next(counter), clips)) if on_progress else None
     prepare_cache(dataset, spill_to, sample_rate=sample_rate, length=max(longest, 1), workers=workers,
-                  on_progress=(lambda _path, _ok: on_progress(next(counter), clips)) if on_progress else None)
+                  channels=channels, on_progress=report)
     return FeatureCache.open(spill_to), f"decoding every file once into the temporary cache {spill_to}: {over}"
 
 
@@ -130,7 +137,8 @@ class _Clips(Protocol):
     def __len__(self) -> int: ...
 
     def signal(self, i: int) -> np.ndarray:
-        """The real content of clip ``i``: (samples,) or (n_mels, frames); may be a read-only view."""
+        """The real content of clip ``i``: (samples,), (n_mels, frames), or either with a leading channel axis;
+        may be a read-only view."""
         ...
 
     def length(self, i: int) -> int:
@@ -139,11 +147,16 @@ class _Clips(Protocol):
 
     @property
     def values_per_unit(self) -> int:
-        """float values per unit of the last axis: 1 for a waveform, n_mels for a log-mel."""
+        """float values per unit of the last axis: 1 for a mono waveform, n_mels for a log-mel, times the
+        channels."""
         ...
 
     def labels(self, i: int) -> np.ndarray:
         """float32 (n_tags,)."""
+        ...
+
+    def path(self, i: int) -> str:
+        """The audio file of clip ``i`` (``os.fspath`` of the dataset's path)."""
         ...
 
 
@@ -173,52 +186,105 @@ class _CachedClips:
     def labels(self, i: int) -> np.ndarray:
         return self.cache.labels[self.rows[i]]
 
+    def path(self, i: int) -> str:
+        return self.cache.paths[self.rows[i]]
+
 
 class _AudioClips:
-    """The audio files of a dataset split at ``sample_rate`` Hz: from ``decoded`` (path to samples) when
-    there, else decoded on each access."""
+    """The audio files of a dataset split at ``sample_rate`` Hz with ``channels`` channels: from ``decoded``
+    (path to samples) when there, else decoded on each access."""
 
     def __init__(self, dataset: TaggingDataset, split: str, sample_rate: Optional[int],
-                 decoded: Optional[Mapping[Path, np.ndarray]] = None) -> None:
+                 decoded: Optional[Mapping[Path, np.ndarray]] = None, channels: int = 1) -> None:
         if sample_rate is None:
             raise MdeError("reading audio files needs a sample_rate")
         self.clips = dataset.split(split)
         self.sample_rate = sample_rate
         self.decoded = decoded or {}
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def signal(self, i: int) -> np.ndarray:
         kept = self.decoded.get(self.clips[i].path)
-        return kept if kept is not None else load_audio(self.clips[i].path, sr=self.sample_rate)[0]
+        return kept if kept is not None else decode_clip(self.clips[i].path, self.sample_rate, self.channels)
 
     def length(self, i: int) -> int:
         kept = self.decoded.get(self.clips[i].path)
-        return len(kept) if kept is not None else decoded_length(self.clips[i].path, self.sample_rate)
+        return kept.shape[-1] if kept is not None else decoded_length(self.clips[i].path, self.sample_rate)
 
-    values_per_unit = 1
+    @property
+    def values_per_unit(self) -> int:
+        return self.channels
 
     def labels(self, i: int) -> np.ndarray:
         return np.asarray(self.clips[i].labels, dtype=np.float32)
 
+    def path(self, i: int) -> str:
+        return os.fspath(self.clips[i].path)
 
-def _clips_of(source: Source, split: str, sample_rate: Optional[int], features: Optional[str]) -> _Clips:
-    """The clips of ``split``; a cache must hold ``features`` ('waveform', 'logmel'; None: either)."""
+
+class _WithTargets:
+    """Clips whose labels carry each clip's target vector after its tags (a similarity network's targets,
+    looked up by audio path)."""
+
+    def __init__(self, clips: _Clips, targets: Mapping[str, np.ndarray]) -> None:
+        missing = [clips.path(i) for i in range(len(clips)) if clips.path(i) not in targets]
+        if missing:
+            raise MdeError(f"no target vector for {len(missing)} clip(s), e.g. {missing[0]}")
+        self.clips = clips
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def signal(self, i: int) -> np.ndarray:
+        return self.clips.signal(i)
+
+    def length(self, i: int) -> int:
+        return self.clips.length(i)
+
+    @property
+    def values_per_unit(self) -> int:
+        return self.clips.values_per_unit
+
+    def labels(self, i: int) -> np.ndarray:
+        return np.concatenate([self.clips.labels(i), self.targets[self.clips.path(i)]]).astype(np.float32)
+
+    def path(self, i: int) -> str:
+        return self.clips.path(i)
+
+
+def _clips_of(source: Source, split: str, sample_rate: Optional[int], features: Optional[str],
+              channels: int = 1, targets: Optional[Mapping[str, np.ndarray]] = None) -> _Clips:
+    """The clips of ``split`` with ``channels`` channels, and with ``targets`` (audio path -> target vector)
+    appended to their labels when given; a cache must hold ``features`` ('waveform', 'logmel'; None:
+    either) and that many channels."""
+    clips = _source_clips(source, split, sample_rate, features, channels)
+    return clips if targets is None else _WithTargets(clips, targets)
+
+
+def _source_clips(source: Source, split: str, sample_rate: Optional[int], features: Optional[str],
+                  channels: int) -> _Clips:
     if isinstance(source, (TaggingDataset, DecodedAudio)):
         if features == "logmel":
             raise MdeError("log-mel patches need a log-mel feature cache (mde prepare --features logmel)")
         if isinstance(source, TaggingDataset):
-            return _AudioClips(source, split, sample_rate)
-        if sample_rate != source.sample_rate:
-            raise MdeError(f"the audio was decoded at {source.sample_rate} Hz, not {sample_rate} Hz")
-        return _AudioClips(source.dataset, split, sample_rate, source.signals)
+            return _AudioClips(source, split, sample_rate, channels=channels)
+        if sample_rate != source.sample_rate or channels != source.channels:
+            raise MdeError(f"the audio was decoded at {source.sample_rate} Hz with {source.channels} channel(s), "
+                           f"not {sample_rate} Hz with {channels}")
+        return _AudioClips(source.dataset, split, sample_rate, source.signals, channels)
     if features is not None and source.config.features != features:
         raise MdeError(f"{source.directory} holds {source.config.features} features, this needs {features}")
+    if source.channels != channels:
+        raise MdeError(f"{source.directory} holds {source.channels}-channel clips, this network takes {channels} "
+                       f"(mde prepare --channels {channels})")
     return _CachedClips(source, split, sample_rate)
 
 
-def _fit_last_axis(x: np.ndarray, length: int) -> np.ndarray:
+def pad_last_axis(x: np.ndarray, length: int) -> np.ndarray:
     """A float32 copy of ``x`` zero-padded at the end of its last axis to at least ``length``."""
     padded = np.zeros((*x.shape[:-1], max(length, x.shape[-1])), dtype=np.float32)
     padded[..., : x.shape[-1]] = x
@@ -275,7 +341,7 @@ class RandomCrops(Dataset):
         spare = signal.shape[-1] - self.length
         key = (self.seed, self.epoch, i) if k == 0 else (self.seed, self.epoch, i, k)
         start = int(np.random.default_rng(key).integers(0, spare + 1)) if spare > 0 else 0
-        return _item(_fit_last_axis(signal[..., start : start + self.length], self.length), self.clips.labels(i))
+        return _item(pad_last_axis(signal[..., start : start + self.length], self.length), self.clips.labels(i))
 
 
 class TrainCrops(RandomCrops):
@@ -283,12 +349,16 @@ class TrainCrops(RandomCrops):
 
     source: a waveform FeatureCache at ``sample_rate`` Hz, a DecodedAudio, or a TaggingDataset (decoded at
     ``sample_rate``). input_length: crop length in samples. crops_per_clip: items per clip (see
-    :func:`crops_for`). The crop starts are drawn anew each epoch (see :meth:`set_epoch`).
+    :func:`crops_for`). The crop starts are drawn anew each epoch (see :meth:`set_epoch`). channels: with
+    more than 1, items are (channels, input_length). targets: audio path -> target vector, appended to
+    the labels (a similarity network's).
     """
 
     def __init__(self, source: Source, input_length: int, sample_rate: int, *, seed: int = 0,
-                 crops_per_clip: CropsPerClip = 1) -> None:
-        super().__init__(_clips_of(source, "train", sample_rate, "waveform"), input_length, seed, crops_per_clip)
+                 crops_per_clip: CropsPerClip = 1, channels: int = 1,
+                 targets: Optional[Mapping[str, np.ndarray]] = None) -> None:
+        super().__init__(_clips_of(source, "train", sample_rate, "waveform", channels, targets), input_length,
+                         seed, crops_per_clip)
 
 
 class TrainPatches(RandomCrops):
@@ -328,7 +398,8 @@ class EvalClips(Dataset):
     source: a FeatureCache (waveform or log-mel) or a TaggingDataset (needs ``sample_rate`` in Hz).
     input_length: crop length in samples, or frames for a log-mel cache. n_crops: crops per clip at the
     starts of :func:`eval_starts` (16 by default); None for all non-overlapping windows, whose number
-    varies per clip (use a DataLoader with batch_size=None or 1).
+    varies per clip (use a DataLoader with batch_size=None or 1). channels: with more than 1, crops are
+    (crops, channels, input_length). targets: as for :class:`TrainCrops`.
     """
 
     def __init__(
@@ -339,11 +410,13 @@ class EvalClips(Dataset):
         *,
         n_crops: Optional[int] = EVAL_CROPS,
         sample_rate: Optional[int] = None,
+        channels: int = 1,
+        targets: Optional[Mapping[str, np.ndarray]] = None,
     ) -> None:
         if input_length < 1:
             raise MdeError(f"input_length must be positive, got {input_length}")
         _check_n_crops(n_crops)
-        self.clips = _clips_of(source, split, sample_rate, None)
+        self.clips = _clips_of(source, split, sample_rate, None, channels, targets)
         self.input_length = input_length
         self.n_crops = n_crops
 
@@ -358,7 +431,7 @@ class EvalClips(Dataset):
         return 4 * self.clips.values_per_unit * windows * self.input_length
 
     def __getitem__(self, i: int) -> Item:
-        signal = _fit_last_axis(self.clips.signal(i), self.input_length)
+        signal = pad_last_axis(self.clips.signal(i), self.input_length)
         starts = eval_starts(signal.shape[-1], self.input_length, self.n_crops)
         return _item(cut_frames(signal, starts, self.input_length), self.clips.labels(i))
 
