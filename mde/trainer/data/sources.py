@@ -8,18 +8,20 @@ from mde.errors import MdeError
 from mde.trainer.data.dataset import TaggingDataset
 from mde.trainer.data.gtzan import load_gtzan
 from mde.trainer.data.manifest import load_manifest
+from mde.trainer.data.msd import load_msd
 from mde.trainer.data.mtat import load_mtat
 
-DATASET_KINDS = ("mtat", "gtzan", "manifest")
+DATASET_KINDS = ("mtat", "gtzan", "manifest", "msd")
 
 
 def load_dataset(
     kind: str, data: Path, *, single_label: bool = False, merge_synonyms: bool = False, top_k: int = 50,
     mtat_split: str = "sota",
 ) -> TaggingDataset:
-    """Read a dataset of kind 'mtat' (folder), 'gtzan' (folder) or 'manifest' (CSV file).
+    """Read a dataset of kind 'mtat' (folder), 'gtzan' (folder), 'manifest' (CSV file) or 'msd' (folder: the
+    Million Song Dataset with its AMG tag sets, see :mod:`mde.trainer.data.msd`).
 
-    ``top_k`` keeps the most frequent tags (mtat, manifest); ``merge_synonyms`` merges MagnaTagATune's
+    ``top_k`` keeps the most frequent tags (mtat, manifest, msd); ``merge_synonyms`` merges MagnaTagATune's
     synonymous tags before that and ``mtat_split`` chooses its split, 'sota' or 'random' (mtat only; see
     :mod:`mde.trainer.data.mtat`); ``single_label`` reads a manifest as one class per clip
     (GTZAN always is, MagnaTagATune never). An option that does not apply to ``kind`` is an error.
@@ -34,6 +36,9 @@ def load_dataset(
     if kind == "manifest":
         _refuse(kind, merge_synonyms=merge_synonyms, mtat_split=mtat_split != "sota")
         return load_manifest(data, single_label=single_label, top_k=top_k)
+    if kind == "msd":
+        _refuse(kind, single_label=single_label, merge_synonyms=merge_synonyms, mtat_split=mtat_split != "sota")
+        return load_msd(data, top_k=top_k)
     raise MdeError(f"unknown dataset {kind!r}; choose one of {', '.join(DATASET_KINDS)}")
 
 
