@@ -107,9 +107,11 @@ def test_index_records_settings_rows_and_labels(waveform_cache, audio_dir: Path)
     assert index["config"] == {
         "dataset": "tiny", "tag_names": ["rock", "piano", "vocal"], "single_label": False, "sample_rate": RATE,
         "length": LENGTH, "features": "waveform", "dtype": "float16", "frontend": None,
+        "crop": True, "pad": True, "offset": None, "channels": 1,
     }
     assert [row["split"] for row in index["rows"]] == ["train"] * 4 + ["valid"] * 2 + ["test"]
-    assert index["rows"][2] == {"path": str(audio_dir / "short22k.flac"), "split": "train", "labels": [0.0, 1.0, 1.0]}
+    assert index["rows"][2] == {"path": str(audio_dir / "short22k.flac"), "id": "short22k", "split": "train",
+                                "labels": [0.0, 1.0, 1.0]}
     cache = FeatureCache.open(out)
     np.testing.assert_array_equal(cache.labels, [*_dataset(audio_dir).label_matrix("train").tolist(),
                                                  [1, 1, 0], [1, 0, 0], [0, 0, 1]])
@@ -154,8 +156,10 @@ def test_logmel_rows_are_the_c_front_end_of_the_fitted_waveform(audio_dir: Path,
     mel = MelSpectrogram.from_config(FRONTEND)
     for row in np.flatnonzero(cache.done):
         expected, n = _fitted(Path(cache.paths[row]))
-        np.testing.assert_array_equal(cache.features[row], mel(expected))
-        assert cache.valid_lengths[row] == FRONTEND.n_frames(min(n, LENGTH))
+        valid = cache.valid_lengths[row]
+        assert valid == FRONTEND.n_frames(min(n, LENGTH))
+        np.testing.assert_array_equal(cache.features[row, :, :valid], mel(expected)[:, :valid])
+        assert (cache.features[row, :, valid:] == np.float32(-100.0)).all()  # the floor: 10 log10(amin)
     assert cache.config.frontend == FRONTEND
     with pytest.raises(MdeError, match="frontend differs"):
         prepare_cache(
@@ -219,8 +223,15 @@ def test_a_killed_prepare_is_incomplete_and_resumes(waveform_cache, audio_dir: P
     assert (out / "index.json").exists() and not (out / "failed.json").exists()
     with pytest.raises(MdeError, match="incomplete"):
         FeatureCache.open(out)
+    killed_log = (out / "prepare.log.tsv").read_text().splitlines()  # the clips handed back before the kill
+    assert killed_log[0].startswith("# ") and [line.split("\t")[:3] for line in killed_log[1:]] == [
+        ["0", str(audio_dir / "long8k.wav"), "ok"], ["1", str(audio_dir / "corrupt.wav"), "failed"],
+        ["2", str(audio_dir / "short22k.flac"), "ok"], ["3", str(audio_dir / "long44k.wav"), "ok"]]
     report = prepare_cache(_dataset(audio_dir), out, sample_rate=RATE, length=LENGTH)
     assert report.skipped == 3 and report.done == 2 and report.n_failed == 2
+    resumed = (out / "prepare.log.tsv").read_text().splitlines()[len(killed_log):]
+    assert "(3 kept, 4 to do)" in resumed[0]
+    assert [line.split("\t")[2] for line in resumed[1:]] == ["skipped"] * 3 + ["failed", "ok", "failed", "ok"]
     for name, array in _arrays(clean).items():
         np.testing.assert_array_equal(_arrays(out)[name], array, err_msg=name)
 

@@ -2,21 +2,49 @@
 
 ``prepare_cache`` fills a folder (row i of every file is clip i of the index, splits in dataset order):
 
-  index.json     {"format", "config": the :class:`CacheConfig`, "rows": [{path, split, labels}]};
-                 written once, atomically, after the arrays are created and before any row is filled
-  features.npy   float16 or float32: (rows, length) waveforms, or (rows, n_mels, frames) log-mels of them
-  n_samples.npy  int64 (rows,): each clip's decoded length in samples at sample_rate, before crop or pad
-  done.npy       bool (rows,): set once the row's features and n_samples are written and flushed
-  failed.json    [{row, path, split, reason}]: clips that could not be decoded (skipped, excluded from
-                 training); written last, at the end of a prepare pass, so its presence marks a finished pass
+  index.json       {"format", "config": the :class:`CacheConfig`, "rows": [{path, id, split, labels}]}, id
+                   being the file's stem (an MSD track id for MSD files); written once, atomically, after
+                   the arrays are created and before any row is filled
+  features.npy     float16 or float32 rows: (length,) samples, (channels, length) for stereo, or the
+                   log-mels (n_mels, frames), (channels, n_mels, frames) for stereo
+  n_samples.npy    int64 (rows,): each clip's decoded length in samples at sample_rate, before crop or pad
+  done.npy         bool (rows,): set once the row's features and n_samples are written and flushed
+  failed.json      [{row, path, split, reason}]: the clips of the last pass that were not stored (excluded
+                   from training); written last, at the end of a pass, so its presence marks a finished pass
+  prepare.log.tsv  what every pass did with every clip (see below)
 
-Every clip is stored as exactly ``length`` samples: a longer clip keeps its centre (the samples from
-(n - length) // 2 on), a shorter one is zero-padded at the end and its true length is kept in n_samples.
-A log-mel cache stores the C front end's log-mel of that fitted waveform.
+Every clip is fitted to a window of ``length`` samples (``length / sample_rate`` seconds):
 
-Resuming: preparing again into the same folder with the same dataset and settings fills only the rows
-not done (clips that failed before are tried again); other settings are refused unless ``overwrite``.
-A prepare that is killed leaves no failed.json, so :meth:`FeatureCache.open` refuses it as incomplete.
+- longer: with ``crop`` (the default) the window starts ``offset`` seconds in when an offset is given and
+  the clip holds offset + length samples, at the clip's start when it is too short for that, and at its
+  centre (sample (n - length) // 2) when offset is None; without crop the clip fails
+  ("<path>: 12.3 s, longer than the 10.0 s window (crop is off)").
+- shorter: with ``pad`` (the default) it is zero-padded at the end and its true length kept in n_samples;
+  without pad it fails likewise ("... shorter than the 10.0 s window (pad is off)").
+
+Stereo (``channels=2``): files are decoded by ``load_audio(..., channels=2)`` (a mono file repeated on both
+channels, other channel counts fail); mono (the default) averages a file's channels.
+
+A log-mel cache stores the C front end's log-mel of the fitted waveform, the channels of a stereo clip
+sharing one peak (for top_db and db_ref='max', as the front end treats a multichannel window). The frames
+of a padded clip past its end (from :attr:`FeatureCache.valid_lengths` on) hold the front end's floor: the
+value it gives a frame of silence in that clip (peak - top_db for a dB front end with top_db, 10 log10(amin)
+without), never a loud one.
+
+Resuming: preparing again into the same folder with the same dataset and settings keeps the rows already
+stored (``skip``, the default) and fills the others (clips that failed before are tried again); with
+``skip=False`` every row is computed again. Other settings are refused unless ``overwrite``. A prepare that
+is killed leaves no failed.json, so :meth:`FeatureCache.open` refuses it as incomplete.
+
+The log: each pass appends a header line ``# <UTC time> pass over N clips ...`` and then one line per clip,
+``row<TAB>path<TAB>status<TAB>reason<TAB>seconds``: status ``ok``, ``failed`` (reason: the one-line error,
+as in failed.json) or ``skipped`` (stored by an earlier pass and kept); seconds: the clip's decoded
+duration, empty when it could not be decoded. Lines are written as the workers hand back their clips, so
+a killed pass keeps the lines of the rows it stored. Tabs and line breaks inside a field become spaces.
+
+Older caches: an index of format mde-feature-cache/1 (before crop, pad, offset, channels and ids) reads as
+those defaults (crop and pad on, the centre, mono, ids from the paths); a prepare with those settings into
+it resumes and rewrites its index in the current format.
 """
 
 from __future__ import annotations
@@ -24,20 +52,22 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional, TextIO
 
 import numpy as np
 from numpy.lib.format import open_memmap
 
 from mde.atomic import atomic_path
-from mde.audio import MIN_SAMPLE_RATE, load_audio, pad_to_length
+from mde.audio import MIN_SAMPLE_RATE, load_audio
 from mde.errors import MdeError
 from mde.runtime.frontend import MelSpectrogram
 from mde.runtime.frontend_config import FrontendConfig
@@ -45,26 +75,44 @@ from mde.trainer.data.dataset import TaggingDataset
 
 FEATURES = ("waveform", "logmel")
 DTYPES = ("float16", "float32")
+CHANNELS = (1, 2)
 
-_FORMAT = "mde-feature-cache/1"
+_FORMAT = "mde-feature-cache/2"
+_FORMAT_1 = "mde-feature-cache/1"
+"""The format before crop, pad, offset, channels and row ids: read as their defaults."""
 _INDEX = "index.json"
 _FEATURES = "features.npy"
 _N_SAMPLES = "n_samples.npy"
 _DONE = "done.npy"
 _FAILED = "failed.json"
+_LOG = "prepare.log.tsv"
 
 _MAX_CHUNK = 16
 """The most clips one task handles: its rows are flushed together and reported when it returns."""
 
 _Job = tuple[str, dict[str, Any], list[tuple[int, str]]]
 """(cache folder, config dict, [(row, path)]): one task for a worker."""
-_Outcome = tuple[int, Optional[str]]
-"""(row, None) for a stored clip, (row, reason) for one that failed."""
+_Encoder = Callable[[np.ndarray, int], np.ndarray]
+"""(fitted waveform, decoded length in samples) -> the stored row (before the dtype cast)."""
+
+
+class _Outcome(NamedTuple):
+    """What a worker did with one clip: reason None when stored; n_samples None when not decoded."""
+
+    row: int
+    reason: Optional[str]
+    n_samples: Optional[int]
 
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """What a cache holds. sample_rate in Hz; length in samples per clip; frontend only for 'logmel'."""
+    """What a cache holds.
+
+    sample_rate in Hz; length: the window in samples per clip; frontend only for 'logmel'.
+    crop, pad: whether a clip longer (shorter) than the window is cut (zero-padded) or fails.
+    offset: where a cut window starts, in seconds from the clip's start (None: the clip's centre).
+    channels: 1 (mono, a file's channels averaged) or 2 (stereo).
+    """
 
     dataset: str
     tag_names: tuple[str, ...]
@@ -74,6 +122,10 @@ class CacheConfig:
     features: str
     dtype: str
     frontend: Optional[FrontendConfig] = None
+    crop: bool = True
+    pad: bool = True
+    offset: Optional[float] = None
+    channels: int = 1
 
     def __post_init__(self) -> None:
         if not _is_int_at_least(self.sample_rate, MIN_SAMPLE_RATE):
@@ -88,6 +140,7 @@ class CacheConfig:
             raise MdeError("features='logmel' needs a frontend, and only it takes one")
         if self.frontend is not None:
             self._check_frontend(self.frontend)
+        self._check_fitting()
 
     def _check_frontend(self, frontend: FrontendConfig) -> None:
         if frontend.sample_rate != self.sample_rate:
@@ -96,22 +149,48 @@ class CacheConfig:
         if self.dtype == "float16" and frontend.log is None:
             raise MdeError("float16 cannot hold a spectrogram without a log (it overflows); use dtype='float32'")
 
+    def _check_fitting(self) -> None:
+        """MdeError for crop, pad, offset or channels settings that are not of their kind."""
+        for name in ("crop", "pad"):
+            if not isinstance(getattr(self, name), bool):
+                raise MdeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.offset is not None:
+            if not (_is_real(self.offset) and 0.0 <= self.offset < math.inf):
+                raise MdeError(f"offset must be a number of seconds from 0 on, or None, got {self.offset!r}")
+            if not self.crop:
+                raise MdeError("offset (where a cut window starts) needs crop")
+        if self.channels not in CHANNELS or isinstance(self.channels, bool):
+            raise MdeError(f"channels must be 1 (mono) or 2 (stereo), got {self.channels!r}")
+
+    @property
+    def offset_samples(self) -> Optional[int]:
+        """``offset`` in samples at sample_rate (rounded), or None."""
+        return None if self.offset is None else round(self.offset * self.sample_rate)
+
+    @property
+    def waveform_shape(self) -> tuple[int, ...]:
+        """Shape of one fitted clip before any front end: (length,) samples, or (channels, length) for stereo."""
+        return (self.length,) if self.channels == 1 else (self.channels, self.length)
+
     @property
     def row_shape(self) -> tuple[int, ...]:
-        """Shape of one stored clip: (length,) samples, or (n_mels, frames)."""
+        """Shape of one stored clip: :attr:`waveform_shape`, or (n_mels, frames) after (channels,) for stereo."""
         if self.frontend is None:
-            return (self.length,)
-        return (self.frontend.n_mels, self.frontend.n_frames(self.length))
+            return self.waveform_shape
+        return (*self.waveform_shape[:-1], self.frontend.n_mels, self.frontend.n_frames(self.length))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "tag_names": list(self.tag_names), "single_label": self.single_label,
             "sample_rate": self.sample_rate, "length": self.length, "features": self.features,
             "dtype": self.dtype, "frontend": None if self.frontend is None else self.frontend.to_dict(),
+            "crop": self.crop, "pad": self.pad, "offset": None if self.offset is None else float(self.offset),
+            "channels": self.channels,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheConfig:
+        """Inverse of :meth:`to_dict`; keys left out (an older index) take their defaults."""
         frontend = data.get("frontend")
         return cls(**{
             **data, "tag_names": tuple(data["tag_names"]),
@@ -121,7 +200,8 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class FailedClip:
-    """A clip that could not be decoded; ``reason`` is the one-line error."""
+    """A clip that was not stored (undecodable, or outside the window with crop or pad off); ``reason`` is
+    the one-line error, starting with the path."""
 
     row: int
     path: str
@@ -131,7 +211,8 @@ class FailedClip:
 
 @dataclass(frozen=True)
 class CacheReport:
-    """What one prepare run did. done: clips stored now; skipped: stored by an earlier run; elapsed in seconds."""
+    """What one prepare pass did. done: clips stored now; skipped: stored by an earlier pass and kept;
+    elapsed in seconds."""
 
     directory: Path
     done: int
@@ -143,13 +224,31 @@ class CacheReport:
     def n_failed(self) -> int:
         return len(self.failed)
 
+    @property
+    def log_path(self) -> Path:
+        """The cache's per-clip log, prepare.log.tsv (this pass is its last block)."""
+        return self.directory / _LOG
 
-def fit_length(signal: np.ndarray, length: int) -> np.ndarray:
-    """``signal`` (samples,) cut to its centre ``length`` samples, or zero-padded at the end to ``length``."""
-    if len(signal) > length:
-        start = (len(signal) - length) // 2
-        return signal[start : start + length]
-    return pad_to_length(signal, length)[0]
+
+def window_start(n: int, length: int, offset: Optional[int]) -> int:
+    """The first sample of the ``length``-sample window cut from a clip of ``n`` >= ``length`` samples:
+    ``offset`` (in samples) when the clip holds offset + length samples, else 0; the centre,
+    (n - length) // 2, when offset is None."""
+    if offset is None:
+        return (n - length) // 2
+    return offset if offset + length <= n else 0
+
+
+def fit_window(signal: np.ndarray, length: int, offset: Optional[int]) -> np.ndarray:
+    """``signal`` (samples on its last axis) cut to the ``length`` samples from :func:`window_start` on,
+    or zero-padded at the end to ``length`` samples."""
+    n = signal.shape[-1]
+    if n >= length:
+        start = window_start(n, length, offset)
+        return signal[..., start : start + length]
+    padded = np.zeros((*signal.shape[:-1], length), dtype=signal.dtype)
+    padded[..., :n] = signal
+    return padded
 
 
 def prepare_cache(
@@ -161,6 +260,11 @@ def prepare_cache(
     features: str = "waveform",
     frontend: Optional[FrontendConfig] = None,
     dtype: str = "float16",
+    crop: bool = True,
+    pad: bool = True,
+    offset: Optional[float] = None,
+    channels: int = 1,
+    skip: bool = True,
     workers: int = 1,
     overwrite: bool = False,
     on_progress: Optional[Callable[[str, bool], None]] = None,
@@ -168,13 +272,17 @@ def prepare_cache(
     """Decode every clip of ``dataset`` at ``sample_rate`` Hz, fit it to ``length`` samples and store it in ``out_dir``.
 
     features: 'waveform' stores the samples, 'logmel' the log-mel of ``frontend`` (required then,
-    ignored for waveforms).
-    dtype: 'float16' or 'float32'. workers: processes decoding in parallel (1: in this process).
+    ignored for waveforms). dtype: 'float16' or 'float32'.
+    crop: cut a clip longer than ``length`` samples (from ``offset`` seconds in, or its centre when offset
+    is None), else it fails; pad: zero-pad a shorter one at the end, else it fails (see the module).
+    channels: 1 (mono) or 2 (stereo rows, (2, ...)).
+    skip: keep the rows an earlier pass with the same settings stored; False computes every row again.
+    workers: processes decoding in parallel (1: in this process).
     overwrite: start afresh over a cache with other settings instead of refusing it.
-    on_progress(path, ok) is called once per clip: first for clips an earlier run stored, then as files
-    finish (ok False for a file that failed), so it is called len(all clips) times in all.
-    Files that cannot be decoded are listed in the report and failed.json and left out of training.
-    With workers > 1 the pool spawns fresh interpreters, so a script calling this needs the
+    on_progress(path, ok) is called once per clip: first for clips kept from an earlier pass, then as files
+    finish (ok False for a clip that failed), so it is called len(all clips) times in all.
+    Clips that are not stored are listed in the report, failed.json and prepare.log.tsv and left out of
+    training. With workers > 1 the pool spawns fresh interpreters, so a script calling this needs the
     ``if __name__ == "__main__":`` guard.
     Raises MdeError for bad settings, an empty dataset, or a folder holding a cache with other settings.
     """
@@ -184,7 +292,7 @@ def prepare_cache(
     config = CacheConfig(
         dataset=dataset.name, tag_names=tuple(dataset.tag_names), single_label=dataset.single_label,
         sample_rate=sample_rate, length=length, features=features, dtype=dtype,
-        frontend=frontend if features == "logmel" else None,
+        frontend=frontend if features == "logmel" else None, crop=crop, pad=pad, offset=offset, channels=channels,
     )
     _check_encodable(config)
     out_dir = Path(out_dir)
@@ -192,22 +300,14 @@ def prepare_cache(
     rows = index["rows"]
     _claim(out_dir, index, config, overwrite)
 
-    stored = np.load(out_dir / _DONE)
-    for row in np.flatnonzero(stored).tolist():
-        _report(on_progress, rows[row]["path"], True)
+    stored = np.load(out_dir / _DONE) if skip else np.zeros(len(rows), dtype=np.bool_)
     pending = [(int(row), rows[row]["path"]) for row in np.flatnonzero(~stored)]
-    failed: list[FailedClip] = []
-    workers = min(workers, max(1, len(pending)))
-    with _chunk_runner(workers) as run:
-        for outcomes in run(_jobs(out_dir, config, pending, workers)):
-            for row, reason in outcomes:
-                if reason is not None:
-                    failed.append(FailedClip(row, rows[row]["path"], rows[row]["split"], reason))
-                _report(on_progress, rows[row]["path"], reason is None)
-    failed.sort(key=lambda clip: clip.row)
+    with _open_log(out_dir, config.sample_rate, len(rows), len(rows) - len(pending)) as log:
+        _keep_stored(out_dir, rows, np.flatnonzero(stored), log, on_progress)
+        failed = _fill(out_dir, config, rows, pending, min(workers, max(1, len(pending))), log, on_progress)
     _write_json(out_dir / _FAILED, [vars(clip) for clip in failed])
     return CacheReport(
-        directory=out_dir, done=len(pending) - len(failed), skipped=int(stored.sum()), failed=failed,
+        directory=out_dir, done=len(pending) - len(failed), skipped=len(rows) - len(pending), failed=failed,
         elapsed=time.perf_counter() - started,
     )
 
@@ -215,19 +315,22 @@ def prepare_cache(
 class FeatureCache:
     """A prepared cache, opened read-only. Use :meth:`open`.
 
-    config: the :class:`CacheConfig`. features: read-only memmap (rows, length) or (rows, n_mels, frames).
-    labels: float32 (rows, n_tags). n_samples: int64 (rows,) decoded lengths in samples. paths, splits:
-    per row. done: bool (rows,). failed: the clips the last prepare pass could not decode.
+    config: the :class:`CacheConfig`. features: read-only memmap (rows, *config.row_shape): (rows, length)
+    or (rows, n_mels, frames), with a channel axis after rows for stereo. labels: float32 (rows, n_tags).
+    n_samples: int64 (rows,) decoded lengths in samples. paths, splits: per row. done: bool (rows,).
+    failed: the clips the last prepare pass did not store.
     """
 
     def __init__(self, directory: Path, index: dict[str, Any], allow_incomplete: bool) -> None:
+        index = _current(index)
         if index["format"] != _FORMAT:
             raise MdeError(f"{directory}: a feature cache of format {index['format']!r}, "
-                           f"this version reads {_FORMAT!r}")
+                           f"this version reads {_FORMAT!r} and {_FORMAT_1!r}")
         self.directory = directory
         self.config = CacheConfig.from_dict(index["config"])
         rows = index["rows"]
         self.paths = tuple(row["path"] for row in rows)
+        self._ids = tuple(row["id"] for row in rows)
         self.splits = np.array([row["split"] for row in rows])
         self.labels = np.array([row["labels"] for row in rows], dtype=np.float32).reshape(len(rows), -1)
         _check_arrays(directory, self.config, len(rows))
@@ -270,10 +373,15 @@ class FeatureCache:
     def single_label(self) -> bool:
         return self.config.single_label
 
+    @property
+    def channels(self) -> int:
+        """Audio channels of every row: 1 (rows without a channel axis) or 2 (rows (2, ...))."""
+        return self.config.channels
+
     @cached_property
     def valid_lengths(self) -> np.ndarray:
         """int64 (rows,): units of real audio at the start of each row along its last axis (samples or
-        frames); the rest is zero padding (for log-mels: frames computed over the padding)."""
+        frames); the rest is zero padding (for log-mels: the front end's floor)."""
         stored = np.minimum(self.n_samples, self.config.length)
         frontend = self.config.frontend
         if frontend is None:
@@ -291,9 +399,17 @@ class FeatureCache:
             )
         return rows
 
+    def ids(self, split: str) -> list[str]:
+        """The track ids (file stems) of :meth:`rows` of ``split``, in the same order."""
+        return [self._ids[row] for row in self.rows(split)]
+
 
 def _is_int_at_least(value: object, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _reopen(directory: str, allow_incomplete: bool) -> FeatureCache:
@@ -303,6 +419,11 @@ def _reopen(directory: str, allow_incomplete: bool) -> FeatureCache:
 def _report(on_progress: Optional[Callable[[str, bool], None]], path: str, ok: bool) -> None:
     if on_progress is not None:
         on_progress(path, ok)
+
+
+def _track_id(path: str) -> str:
+    """A clip's id: its file's stem (MSD audio files are named by track id)."""
+    return Path(path).stem
 
 
 def _index_of(dataset: TaggingDataset, config: CacheConfig) -> dict[str, Any]:
@@ -315,20 +436,34 @@ def _index_of(dataset: TaggingDataset, config: CacheConfig) -> dict[str, Any]:
                 raise MdeError(
                     f"{clip.path}: labels have shape {labels.shape}, expected ({len(config.tag_names)},) for the tags"
                 )
-            rows.append({"path": os.fspath(clip.path), "split": split, "labels": labels.tolist()})
+            path = os.fspath(clip.path)
+            rows.append({"path": path, "id": _track_id(path), "split": split, "labels": labels.tolist()})
     if not rows:
         raise MdeError(f"{dataset.name}: the dataset has no clips")
     return {"format": _FORMAT, "config": config.to_dict(), "rows": rows}
 
 
-def _claim(out_dir: Path, index: dict[str, Any], config: CacheConfig, overwrite: bool) -> None:
-    """Make ``out_dir`` hold a cache for ``index``: create it, or check that the one there matches.
+def _current(index: dict[str, Any]) -> dict[str, Any]:
+    """``index`` as this version writes it: its config with the settings it lacks at their defaults, and
+    for format /1 the rows' ids added; an index of another format comes back unchanged."""
+    if index["format"] not in (_FORMAT, _FORMAT_1):
+        return index
+    rows = index["rows"]
+    if index["format"] == _FORMAT_1:
+        rows = [{**row, "id": _track_id(row["path"])} for row in rows]
+    return {"format": _FORMAT, "config": CacheConfig.from_dict(index["config"]).to_dict(), "rows": rows}
 
-    Removes failed.json, so that an interrupted run never leaves the cache looking complete.
+
+def _claim(out_dir: Path, index: dict[str, Any], config: CacheConfig, overwrite: bool) -> None:
+    """Make ``out_dir`` hold a cache for ``index``: create it, or check that the one there matches (and
+    bring its index to the current format).
+
+    Removes failed.json, so that an interrupted run never leaves the cache looking complete; a fresh
+    cache also starts a fresh log.
     """
     existing = _read_index(out_dir)
     if existing is not None and not overwrite:
-        mismatch = _mismatch(existing, index)
+        mismatch = _mismatch(_current(existing), index)
         if mismatch:
             raise MdeError(
                 f"{out_dir} holds a feature cache with other settings ({mismatch}); "
@@ -336,9 +471,11 @@ def _claim(out_dir: Path, index: dict[str, Any], config: CacheConfig, overwrite:
             )
         _check_arrays(out_dir, config, len(index["rows"]))
         (out_dir / _FAILED).unlink(missing_ok=True)
+        if existing != index:  # an older index, upgraded
+            _write_json(out_dir / _INDEX, index)
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (_INDEX, _FAILED):
+    for name in (_INDEX, _FAILED, _LOG):
         (out_dir / name).unlink(missing_ok=True)
     n = len(index["rows"])
     for name, dtype, shape in (
@@ -389,6 +526,67 @@ def _check_arrays(directory: Path, config: CacheConfig, n_rows: int) -> None:
             )
 
 
+class _PassLog:
+    """One pass's lines of prepare.log.tsv; each batch of lines is flushed as it is written."""
+
+    def __init__(self, file: TextIO, sample_rate: int) -> None:
+        self._file = file
+        self._sample_rate = sample_rate
+
+    def write(self, lines: Iterable[tuple[int, str, str, str, Optional[int]]]) -> None:
+        """Append (row, path, status, reason, decoded length in samples or None) lines, then flush."""
+        for row, path, status, reason, n_samples in lines:
+            seconds = "" if n_samples is None else f"{n_samples / self._sample_rate:.3f}"
+            self._file.write("\t".join(_log_field(text) for text in (str(row), path, status, reason, seconds)) + "\n")
+        self._file.flush()
+
+
+def _log_field(text: str) -> str:
+    """``text`` with tabs and line breaks turned into spaces (one field of one line)."""
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+@contextmanager
+def _open_log(directory: Path, sample_rate: int, n_rows: int, n_kept: int) -> Iterator[_PassLog]:
+    """prepare.log.tsv in ``directory``, opened to append a pass: its header line is written first."""
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with open(directory / _LOG, "a", encoding="utf-8") as file:
+        file.write(f"# {when} pass over {n_rows} clips ({n_kept} kept, {n_rows - n_kept} to do): "
+                   "row, path, status, reason, seconds\n")
+        file.flush()
+        yield _PassLog(file, sample_rate)
+
+
+def _keep_stored(
+    out_dir: Path, rows: list[dict[str, Any]], kept: np.ndarray, log: _PassLog,
+    on_progress: Optional[Callable[[str, bool], None]],
+) -> None:
+    """Log and report the rows an earlier pass stored and this one keeps."""
+    n_samples = np.load(out_dir / _N_SAMPLES)
+    log.write((int(row), rows[row]["path"], "skipped", "stored by an earlier pass", int(n_samples[row]))
+              for row in kept)
+    for row in kept:
+        _report(on_progress, rows[row]["path"], True)
+
+
+def _fill(
+    out_dir: Path, config: CacheConfig, rows: list[dict[str, Any]], pending: list[tuple[int, str]], workers: int,
+    log: _PassLog, on_progress: Optional[Callable[[str, bool], None]],
+) -> list[FailedClip]:
+    """Store the ``pending`` (row, path) clips over ``workers`` processes, logging and reporting each batch
+    as it comes back; the clips that failed, by row."""
+    failed: list[FailedClip] = []
+    with _chunk_runner(workers) as run:
+        for outcomes in run(_jobs(out_dir, config, pending, workers)):
+            log.write((o.row, rows[o.row]["path"], "ok" if o.reason is None else "failed", o.reason or "",
+                       o.n_samples) for o in outcomes)
+            for row, reason, _ in outcomes:
+                if reason is not None:
+                    failed.append(FailedClip(row, rows[row]["path"], rows[row]["split"], reason))
+                _report(on_progress, rows[row]["path"], reason is None)
+    return sorted(failed, key=lambda clip: clip.row)
+
+
 def _jobs(out_dir: Path, config: CacheConfig, pending: list[tuple[int, str]], workers: int) -> Iterator[_Job]:
     """Pending (row, path) pairs in chunks: about 8 per worker, at most _MAX_CHUNK clips each."""
     size = max(1, min(_MAX_CHUNK, math.ceil(len(pending) / (8 * workers))))
@@ -408,45 +606,106 @@ def _chunk_runner(workers: int) -> Iterator[Callable[[Iterable[_Job]], Iterable[
 
 
 def _fill_rows(job: _Job) -> list[_Outcome]:
-    """Decode, fit and store the clips of one job; flush the rows, then mark them done and flush that.
-
-    A file that fails to decode is reported with its one-line error and its row stays not done.
-    """
+    """Store the clips of one job: mark their rows not done (flushed), write and flush the rows, then mark
+    the stored ones done and flush that. A clip that fails keeps its row not done."""
     directory, settings, clips = job
     config = CacheConfig.from_dict(settings)
     folder = Path(directory)
-    encode = _encoder(config)
+    done = open_memmap(folder / _DONE, mode="r+")
+    done[[row for row, _ in clips]] = False  # a row recomputed (skip off) is not done until written again
+    done.flush()
     features = open_memmap(folder / _FEATURES, mode="r+")
     n_samples = open_memmap(folder / _N_SAMPLES, mode="r+")
-    outcomes: list[_Outcome] = []
-    for row, path in clips:
-        try:
-            signal, _ = load_audio(path, sr=config.sample_rate)
-        except MdeError as exc:
-            outcomes.append((row, str(exc)))
-            continue
-        features[row] = encode(fit_length(signal, config.length))
-        n_samples[row] = len(signal)
-        outcomes.append((row, None))
+    encode = _encoder(config)
+    outcomes = [_store_clip(config, encode, row, path, features, n_samples) for row, path in clips]
     features.flush()
     n_samples.flush()
-    done = open_memmap(folder / _DONE, mode="r+")
-    done[[row for row, reason in outcomes if reason is None]] = True
+    done[[outcome.row for outcome in outcomes if outcome.reason is None]] = True
     done.flush()
     return outcomes
 
 
-def _encoder(config: CacheConfig) -> Callable[[np.ndarray], np.ndarray]:
-    """The function from a fitted waveform (length,) to the stored row (before the dtype cast)."""
+def _store_clip(
+    config: CacheConfig, encode: _Encoder, row: int, path: str, features: np.ndarray, n_samples: np.ndarray
+) -> _Outcome:
+    """Decode the clip at ``path``, fit it to the window and write its row; or say why not."""
+    try:
+        signal = _decode(path, config)
+    except MdeError as exc:
+        return _Outcome(row, str(exc), None)
+    n = signal.shape[-1]
+    misfit = _misfit(path, n, config)
+    if misfit is not None:
+        return _Outcome(row, misfit, n)
+    features[row] = encode(fit_window(signal, config.length, config.offset_samples), n)
+    n_samples[row] = n
+    return _Outcome(row, None, n)
+
+
+def _decode(path: str, config: CacheConfig) -> np.ndarray:
+    """float32 samples at config.sample_rate: (samples,) mono, or (channels, samples) for stereo."""
+    samples, _ = load_audio(path, sr=config.sample_rate, channels=config.channels)
+    return samples if config.channels == 1 else np.ascontiguousarray(samples.T)
+
+
+def _misfit(path: str, n: int, config: CacheConfig) -> Optional[str]:
+    """Why a clip of ``n`` samples cannot be stored: longer than the window with crop off, or shorter with
+    pad off; None when it fits."""
+    if n > config.length and not config.crop:
+        clip, window = _durations(n, config.length, config.sample_rate)
+        return f"{path}: {clip}, longer than the {window} window (crop is off)"
+    if n < config.length and not config.pad:
+        clip, window = _durations(n, config.length, config.sample_rate)
+        return f"{path}: {clip}, shorter than the {window} window (pad is off)"
+    return None
+
+
+def _durations(n: int, length: int, sample_rate: int) -> tuple[str, str]:
+    """Two different lengths in samples as texts that differ: seconds with 1 or 3 decimals, else samples."""
+    for decimals in (1, 3):
+        clip, window = f"{n / sample_rate:.{decimals}f} s", f"{length / sample_rate:.{decimals}f} s"
+        if clip != window:
+            return clip, window
+    return f"{n} samples", f"{length}-sample"
+
+
+def _encoder(config: CacheConfig) -> _Encoder:
+    """The function from a fitted waveform and its decoded length to the stored row."""
     if config.frontend is None:
-        return lambda signal: signal
-    return MelSpectrogram.from_config(config.frontend)
+        return lambda window, n: window
+    return _LogMel(config.frontend, config.length)
+
+
+class _LogMel:
+    """The log-mel rows of fitted waveforms ((length,) or (channels, length) samples): the front end of
+    the waveform, the frames past a padded clip's end set to the front end's floor for that clip."""
+
+    def __init__(self, frontend: FrontendConfig, length: int) -> None:
+        self._frontend = frontend
+        self._mel = MelSpectrogram.from_config(frontend)
+        self._frames = frontend.n_frames(length)
+
+    def __call__(self, window: np.ndarray, n: int) -> np.ndarray:
+        """window: the fitted waveform; n: the clip's decoded length in samples (real audio: min(n, length))."""
+        if n >= window.shape[-1]:
+            return self._logmel(window)
+        # Zeros after the window, enough for the last frame to be all silence: that frame is the floor.
+        tail = np.zeros((*window.shape[:-1], self._frontend.n_fft + self._frontend.hop_length), np.float32)
+        extended = self._logmel(np.concatenate([window, tail], axis=-1))
+        row = extended[..., : self._frames]
+        row[..., self._frontend.n_frames(n) :] = extended[..., -1:]
+        return row
+
+    def _logmel(self, signal: np.ndarray) -> np.ndarray:
+        """(n_mels, frames) of (samples,), or (channels, n_mels, frames) of (channels, samples), the channels
+        sharing one peak."""
+        return self._mel(signal) if signal.ndim == 1 else self._mel(signal[None])[0]
 
 
 def _check_encodable(config: CacheConfig) -> None:
     """MdeError unless the front end takes a clip of ``config.length`` samples (tried once on silence)."""
     try:
-        _encoder(config)(np.zeros(config.length, np.float32))
+        _encoder(config)(np.zeros(config.waveform_shape, np.float32), config.length)
     except MdeError as exc:
         raise MdeError(f"length {config.length} samples does not suit the front end: {exc}") from None
 
