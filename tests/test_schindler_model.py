@@ -37,3 +37,18 @@ def test_one_head_per_target_space():
     heads = TargetHeads({"tags": 40, "text": 12})
     out = heads(torch.rand(5, 128))
     assert {k: tuple(v.shape) for k, v in out.items()} == {"tags": (5, 40), "text": (5, 12)}
+
+
+def test_the_registered_network_gives_the_embedding_and_a_head_per_target_and_trains_end_to_end():
+    from mde.trainer.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("schindler", topics={"tags": 11, "text": 40}).train()
+    out = net(torch.randn(3, 2, 128, CROP_FRAMES))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"embedding": (3, 128), "target_tags": (3, 11),
+                                                          "target_text": (3, 40)}
+    sum(v.square().mean() for v in out.values()).backward()
+    assert not [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    with torch.no_grad():
+        features = net.audio.features(torch.randn(8, 2, 128, CROP_FRAMES))  # He-normal: activations of unit scale
+    assert 0.1 < float(features.std()) < 10

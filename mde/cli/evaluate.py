@@ -27,7 +27,9 @@ def evaluate(
     single_label: bool = typer.Option(False, "--single-label", help="One class per clip (adds accuracy, precision, recall, F1)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics (several runs: each run's figures and the table's cells) to this JSON file."),
     figures: Optional[Path] = typer.Option(None, "--figures", help="Single-label, one target: also write confusion_matrix.png (two panels: counts, and counts normalised per true class) and confusion_matrix.csv into this folder."),
-    markdown: bool = typer.Option(False, "--markdown", help="Several runs: print the table as Markdown instead of a terminal table."),
+    markdown: bool = typer.Option(False, "--markdown", help="Several runs: print the table as Markdown instead of a terminal table; --retrieval: its table."),
+    retrieval: bool = typer.Option(False, "--retrieval", help="One target: similarity retrieval instead of tagging metrics. Each clip of the split queries the others, ranked by embedding cosine: precision at 1, 5, 10 and mean average precision, with relevance = tag-set Jaccard >= 0.5 and, for a similarity run (schindler), target cosine > 0.9 in each of its target spaces."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="--retrieval: also a model name or .onnx file (e.g. MTT_musicnn) in the same run and table, against the same relevance."),
 ) -> None:
     """Evaluate a trained run or a model file on a dataset split (ROC-AUC, PR-AUC, loss, and accuracy... for
     single-label data), or compare several runs in one table: a row per model, a ROC-AUC / PR-AUC column pair
@@ -40,7 +42,13 @@ def evaluate(
         raise MdeError("--figures draws one target's confusion matrix: it needs one target and a single-label "
                        "evaluation (--single-label)")
     crops = number_or(eval_crops, "all", "--eval-crops", int)
-    if len(targets) == 1:
+    if baseline is not None and not retrieval:
+        raise MdeError("--baseline applies to --retrieval")
+    if retrieval:
+        if len(targets) != 1 or dataset is None or data is None:
+            raise MdeError("--retrieval evaluates one target on --dataset and --data")
+        metrics = _retrieval(targets[0], dataset, data, split, crops, baseline, markdown)
+    elif len(targets) == 1:
         if dataset is None or data is None:
             raise MdeError("evaluating one target needs --dataset and --data (several runs can be compared on "
                            "their own metrics.json without them)")
@@ -53,7 +61,7 @@ def evaluate(
 
         with atomic_path(out_file) as tmp:
             tmp.write_text(text + "\n")
-    if len(targets) == 1:
+    if len(targets) == 1 and not retrieval:
         out.print_json(text)
 
 
@@ -71,6 +79,44 @@ def _one(target: str, dataset: str, data: Path, split: str, crops: Optional[int]
         csv_path, png_path = write_confusion_matrix(metrics["confusion"], metrics["class_names"], figures)
         err.print(f"wrote {png_path} and {csv_path}")
     return metrics
+
+
+def _retrieval(target: str, dataset: str, data: Path, split: str, crops: Optional[int], baseline: Optional[str],
+               markdown: bool) -> dict[str, Any]:
+    """Print the retrieval table (stdout); return what --out writes."""
+    from mde.cli.console import file_progress
+    from mde.trainer.assess_retrieval import assess_retrieval
+    from mde.trainer.data.sources import load_dataset
+    from mde.trainer.retrieval import CUTOFFS
+
+    ds = load_dataset(dataset, data)
+    with file_progress() as progress:
+        task = progress.add_task("embedding", total=None)
+
+        def on_clip(what: str, done: int, total: int) -> None:
+            progress.update(task, description=f"embedding ({what})", completed=done, total=total)
+
+        report = assess_retrieval(target, ds, split, crops, baseline, on_clip)
+    header = ["model", "relevance", *(f"P@{k}" for k in CUTOFFS), "mAP", "queries"]
+    body = [[model, relevance, *(_figure(figures[f"p@{k}"]) for k in CUTOFFS), _figure(figures["map"]),
+             str(figures["queries"])]
+            for model, table in report["retrieval"].items() for relevance, figures in table.items()]
+    title = f"retrieval on {report['tracks']} {split} tracks"
+    if markdown:
+        lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(row)} |" for row in body)]
+        out.print("\n".join(lines), markup=False)
+    else:
+        from rich.table import Table
+
+        view = Table(*header, title=title)
+        for row in body:
+            view.add_row(*row)
+        out.print(view)
+    return report
+
+
+def _figure(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _table(targets: list[str], dataset: Optional[str], data: Optional[Path], split: str, crops: Optional[int],

@@ -14,8 +14,8 @@ from mde.cli.options import number_or
 from mde.errors import MdeError, MissingExtraError
 from mde.trainer.config import default_settings
 
-DATASET_HELP = "Data source: mtat (annotations_final.csv + mp3 tree), gtzan (genres/<genre>/*), manifest (CSV path,split,tags)."
-DATA_HELP = "The dataset folder (mtat, gtzan) or manifest CSV file."
+DATASET_HELP = "Data source: mtat (annotations_final.csv + mp3 tree), gtzan (genres/<genre>/*), manifest (CSV path,split,tags), msd (folder: msd_amglabels_all.h5, splits.csv, audio/, optional reviews.csv|parquet)."
+DATA_HELP = "The dataset folder (mtat, gtzan, msd) or manifest CSV file."
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +53,7 @@ def _default(name: str) -> str:
 
 
 def train(
-    model: str = typer.Option(..., "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg (log-mel); soundnet, music2vec, samplecnn (with --block), jetatag (with --encoder) (waveform)."),
+    model: str = typer.Option(..., "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg (log-mel); soundnet, music2vec, samplecnn (with --block), jetatag (with --encoder) (waveform); schindler (stereo log-mel, learns an embedding from tag sets or text: see --targets, --loss)."),
     dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     out_dir: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, logs and metrics.json."),
@@ -83,12 +83,16 @@ def train(
     single_label: Optional[bool] = typer.Option(None, "--single-label/--multi-label", help=f"One class per clip (softmax, accuracy), or any number of tags (sigmoid, ROC-AUC); gtzan always is single-label. {_default('single_label')}"),
     merge_synonyms: Optional[bool] = typer.Option(None, "--merge-synonyms/--no-merge-synonyms", help=f"mtat: merge synonymous tags (the multi-scale seed's list) before taking the top 50. {_default('merge_synonyms')}"),
     mtat_split: Optional[str] = typer.Option(None, "--mtat-split", help=f"mtat: sota (the sota-music-tagging-models split: split files, else folders 0-b / c / d-f) or random (the multi-scale CNN's: 2,000 valid, 18,000 train, the rest test, seeded). {_default('mtat_split')}"),
+    loss: Optional[str] = typer.Option(None, "--loss", help=f"Similarity networks (schindler): cosine (regress one head per target space onto it), triplet (batch-hard triplet loss on the embedding, positives: target cosine > 0.9, margin 1.0) or both (their sum). {_default('loss')}"),
+    targets: Optional[str] = typer.Option(None, "--targets", help=f"Similarity networks: the target spaces, tags (each clip's tag set), text (its free text: a manifest's text column) or tags,text (one head each); TF-IDF + LSI fitted on the train split, kept in the run's targets/ folder. {_default('targets')}"),
+    topics: Optional[int] = typer.Option(None, "--topics", help=f"Similarity networks: topics (LSI dimensions) per target space, fewer when the train split's vocabulary is smaller. {_default('topics')}"),
+    triplet_aggregation: Optional[str] = typer.Option(None, "--triplet-aggregation", help=f"--loss triplet/both: each anchor's hardest (farthest) positive, or the mean of its positive distances. {_default('triplet_aggregation')}"),
     workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     seed: int = typer.Option(0, "--seed", help="Random seed (crops, shuffling, initialization)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (--epochs may be raised)."),
 ) -> None:
-    """Train a model; the best checkpoint (by validation ROC-AUC, or accuracy) is evaluated on the test split.
+    """Train a model; the best checkpoint (by validation ROC-AUC, accuracy, or a similarity network's retrieval mAP) is evaluated on the test split.
 
     Training settings left out come from the model family's recipe (its source's training, see the README's recipes), else the defaults shown; config.json in the run folder keeps the values used.
     """
@@ -101,7 +105,8 @@ def train(
         "schedule": schedule, "gamma": gamma, "switch_epoch": switch_epoch, "switch_lr": switch_lr,
         "grad_clip": grad_clip, "early_stop": early_stop, "single_label": single_label, "precise_bn": precise_bn,
         "joint_embedding": joint_embedding, "stage1_epochs": stage1_epochs, "merge_synonyms": merge_synonyms,
-        "mtat_split": mtat_split,
+        "mtat_split": mtat_split, "loss": loss, "targets": targets, "topics": topics,
+        "triplet_aggregation": triplet_aggregation,
     }
     if dataset != "mtat" and (merge_synonyms or mtat_split is not None):
         raise MdeError(f"--{'merge-synonyms' if merge_synonyms else 'mtat-split'} applies to --dataset mtat only")
@@ -204,13 +209,18 @@ def _duration(seconds: float) -> str:
 def prepare(
     dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
-    out_dir: Path = typer.Option(..., "--out", help="Cache folder (features.npy, index.json); rerun to resume."),
-    model: Optional[str] = typer.Option(None, "--model", help="Take rate, length and features from this architecture (e.g. fcn05)."),
+    out_dir: Path = typer.Option(..., "--out", help="Cache folder (features.npy, index.json, prepare.log.tsv); rerun to resume."),
+    model: Optional[str] = typer.Option(None, "--model", help="Take rate, front end and channels from this architecture (e.g. fcn05)."),
     sample_rate: int = typer.Option(16000, "--sample-rate", help="Rate (Hz) the audio is resampled to, without --model."),
-    seconds: float = typer.Option(30.0, "--seconds", help="Length each clip is cropped or zero-padded to, in seconds."),
+    seconds: float = typer.Option(30.0, "--seconds", help="Window each clip is fitted to, in seconds (stored as round(seconds x rate) samples)."),
+    crop: bool = typer.Option(True, "--crop/--no-crop", help="Cut a clip longer than --seconds to the window (--no-crop: such a clip fails, reason logged)."),
+    pad: bool = typer.Option(True, "--pad/--no-pad", help="Zero-pad a clip shorter than --seconds at the end; log-mels hold the front end's floor there (--no-pad: such a clip fails)."),
+    offset: Optional[float] = typer.Option(None, "--offset", help="Start of the cut window, in seconds from the clip's start (a clip shorter than offset + --seconds is cut from its start); default: the clip's centre.", metavar="SECONDS"),
+    channels: Optional[int] = typer.Option(None, "--channels", help="1 (mono: a file's channels averaged) or 2 (stereo: a mono file on both); default 1, or the --model's."),
     features: str = typer.Option("waveform", "--features", help="waveform, or logmel (the model's front end; needs --model)."),
-    dtype: str = typer.Option("float16", "--dtype", help="float16 (half the disk) or float32."),
-    workers: int = typer.Option(1, "--workers", help="Decoding worker processes."),
+    dtype: str = typer.Option("float16", "--dtype", help="float16 (2 bytes a value, half the disk) or float32 (4 bytes)."),
+    skip: bool = typer.Option(True, "--skip/--no-skip", help="Keep the clips an earlier run with the same settings stored (--no-skip: decode and store every clip again)."),
+    workers: int = typer.Option(1, "--workers", help="Decoding worker processes (1: in this process)."),
     single_label: bool = typer.Option(False, "--single-label", help="One class per clip."),
     merge_synonyms: bool = typer.Option(False, "--merge-synonyms", help="mtat: merge synonymous tags before the top 50."),
     mtat_split: str = typer.Option("sota", "--mtat-split", help="mtat: sota or random (as 'mde train --mtat-split'; give the same as the training run)."),
@@ -225,7 +235,9 @@ def prepare(
         from mde.trainer.models import get_model_spec
 
         spec = get_model_spec(model)
-        sample_rate, frontend = spec.sample_rate, spec.frontend
+        if channels not in (None, spec.channels):
+            raise MdeError(f"--channels {channels}: {model} takes {spec.channels}-channel audio (leave --channels out)")
+        sample_rate, frontend, channels = spec.sample_rate, spec.frontend, spec.channels
     elif features == "logmel":
         raise MdeError("--features logmel needs --model (to know the front end)")
     ds = load_dataset(dataset, data, single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms,
@@ -238,9 +250,10 @@ def prepare(
             progress.advance(task)
 
         report = prepare_cache(ds, out_dir, sample_rate=sample_rate, length=round(seconds * sample_rate),
-                               features=features, frontend=frontend, dtype=dtype, workers=workers,
-                               on_progress=on_progress)
+                               features=features, frontend=frontend, dtype=dtype, crop=crop, pad=pad, offset=offset,
+                               channels=1 if channels is None else channels, skip=skip, workers=workers, on_progress=on_progress)
     err.print(f"{report.done} prepared, {report.skipped} already there, {report.n_failed} failed "
               f"in {report.elapsed:.1f} s -> {out_dir}")
     for clip in report.failed:
-        err.print(f"  skipped {clip.path}: {clip.reason}")
+        err.print(f"  failed: {clip.reason}")
+    err.print(f"log of every clip: {report.log_path}")

@@ -159,11 +159,16 @@ def _load_run(best: Path, run_name: str):
     checkpoint = RunDir(best.parent.parent).load_checkpoint(best)
     spec = get_model_spec(checkpoint["architecture"])
     tag_names = tuple(checkpoint["tag_names"])
-    network = spec.factory(n_tags=len(tag_names))
+    network = spec.factory(n_tags=len(tag_names), **checkpoint.get("network_args", {}))
     network.load_state_dict(checkpoint["model"])
     network.eval()
     joint = _trained_joint_space(best.parent.parent)
     layers = tuple(layer for layer in spec.layers if joint or layer != JOINT_OUTPUT)
+    tags_output: Optional[str] = "tags"
+    if spec.objective == "similarity":  # no tag output: the embedding and one head per target space
+        from mde.trainer.models.schindler import TARGET_PREFIX
+
+        layers, tags_output = tuple(TARGET_PREFIX + kind for kind in checkpoint["network_args"]["topics"]), None
     patch = spec.n_frames if spec.framing == "mel_patches" else None
     window = patch * spec.logmel_frontend.hop_length if patch else spec.input_length
     info = ModelInfo(
@@ -172,8 +177,9 @@ def _load_run(best: Path, run_name: str):
         input_kind="waveform" if spec.frontend is None else "logmel", framing=spec.framing,
         frontend=spec.frontend, embedding_dim=spec.embedding_dim, tag_names=tag_names,
         channels=spec.channels, input_transform=spec.input_transform if spec.frontend is None else None,
-        embedding_output=spec.embedding_output, tags_output="tags",
-        outputs={spec.embedding_output: spec.embedding_dim, **dict.fromkeys(layers, 0), "tags": len(tag_names)},
+        embedding_output=spec.embedding_output, tags_output=tags_output,
+        outputs={spec.embedding_output: spec.embedding_dim, **dict.fromkeys(layers, 0),
+                 **({"tags": len(tag_names)} if tags_output else {})},
         patch_frames=patch,
         variable_length=spec.variable_length, metrics=dict(checkpoint.get("valid", {})),
         band_norm=BandNorm.from_dict(checkpoint["band_norm"]) if checkpoint.get("band_norm") else None,

@@ -13,6 +13,8 @@ from mde.trainer.data.sources import DATASET_KINDS
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("none", "plateau", "step", "adam_then_sgd")
+SIMILARITY_LOSSES = ("cosine", "triplet", "both")
+TARGET_KINDS = ("tags", "text")
 
 
 @dataclass
@@ -55,6 +57,11 @@ class TrainConfig:
       None for all non-overlapping windows as the runtime cuts them.
     workers: DataLoader worker processes.
     device: 'cpu', 'cuda' or 'auto'.
+    loss, targets, topics, triplet_aggregation: the similarity networks' training (Schindler et al.; ignored
+      by taggers): 'cosine' regression of one head per target space, the batch-hard 'triplet' loss on the
+      embedding (positives: target cosine > 0.9; with several targets one term each), or 'both' (their sum);
+      ``targets`` the comma-separated target spaces ('tags', 'text', 'tags,text'), each TF-IDF + LSI of at
+      most ``topics`` topics fitted on the train split; ``triplet_aggregation`` 'hardest' or 'mean' positive.
     """
 
     model: str
@@ -91,6 +98,10 @@ class TrainConfig:
     workers: int = 0
     device: str = "auto"
     seed: int = 0
+    loss: str = "cosine"
+    targets: str = "tags"
+    topics: int = 340
+    triplet_aggregation: str = "hardest"
 
     def __post_init__(self) -> None:
         checks = [
@@ -115,10 +126,22 @@ class TrainConfig:
              f"precise BatchNorm takes a number of windows >= 0, got {self.precise_bn!r}"),
             (self.eval_crops is None or self.eval_crops >= 1, f"eval crops must be positive, got {self.eval_crops}"),
             (self.schedule != "adam_then_sgd" or self.switch_epoch >= 1, "adam_then_sgd needs --switch-epoch >= 1"),
+            (self.loss in SIMILARITY_LOSSES, f"loss must be one of {', '.join(SIMILARITY_LOSSES)}, got {self.loss!r}"),
+            (bool(self.target_kinds) and all(k in TARGET_KINDS for k in self.target_kinds)
+             and len(set(self.target_kinds)) == len(self.target_kinds),
+             f"targets must be tags, text or tags,text, got {self.targets!r}"),
+            (self.topics >= 1, f"topics must be at least 1, got {self.topics}"),
+            (self.triplet_aggregation in ("hardest", "mean"),
+             f"triplet aggregation must be hardest or mean, got {self.triplet_aggregation!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise MdeError(message)
+
+    @property
+    def target_kinds(self) -> tuple[str, ...]:
+        """The target spaces of ``targets``, in order: e.g. ('tags', 'text')."""
+        return tuple(kind.strip() for kind in self.targets.split(",") if kind.strip())
 
     @classmethod
     def for_model(cls, model: str, **settings: Any) -> TrainConfig:

@@ -119,7 +119,8 @@ class Trainer:
         self.data = load_training_data(config)
         self.data.dataset.check_trainable()
         self.single_label = self.data.dataset.single_label
-        self.net = self.spec.factory(n_tags=self.data.dataset.n_tags).to(self.device)
+        self.targets = self._fit_targets(resume) if self.spec.objective == "similarity" else None
+        self.net = self.spec.factory(n_tags=self.data.dataset.n_tags, **self._network_args).to(self.device)
         if config.joint_embedding:
             check_joint_network(self.net, config.model)
         self.band_norm: Optional[BandNorm] = None  # fitted on the train split first (spec.band_norm), or resumed
@@ -133,6 +134,27 @@ class Trainer:
         self._source_and_note: Optional[tuple[Any, str]] = None
         self._valid_inputs: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
         self._prepare_folder(resume)
+
+    def _fit_targets(self, resume: bool):
+        """A similarity run's target spaces (fitted on the train split, or the run's own when resuming) and
+        every clip's target vector; a fresh run stores the spaces in its folder (``targets/<kind>.npz``)."""
+        from mde.trainer.targets import fit_targets
+
+        folder = self.run_dir.root / "targets"
+        targets = fit_targets(self.data.dataset, self.config.target_kinds, self.config.topics, self.config.seed,
+                              saved=folder if resume else None)
+        if not resume and not self.run_dir.last.exists():
+            targets.save(folder)
+        return targets
+
+    @property
+    def _network_args(self) -> dict[str, Any]:
+        """What the factory takes beside n_tags: a similarity network's head sizes ({'topics': {kind: n}})."""
+        return {} if self.targets is None else {"topics": self.targets.topics}
+
+    @property
+    def _target_vectors(self) -> Optional[dict[str, np.ndarray]]:
+        return None if self.targets is None else self.targets.vectors
 
     @property
     def _amp(self) -> bool:
@@ -196,6 +218,7 @@ class Trainer:
             "single_label": self.single_label,
             "frontend": self.spec.frontend.to_dict() if self.spec.frontend else None,
             "band_norm": self.band_norm.to_dict() if self.band_norm else None,
+            "network_args": self._network_args,
             "epoch": self.epoch,
             "valid": scalar_metrics(metrics),
         }
@@ -281,7 +304,7 @@ class Trainer:
         return decode_if_it_fits(
             self.data.dataset, self.spec.sample_rate, ("train", "valid"), self._budget, spill_to,
             on_progress=(lambda done, total: on_progress("decoding", done, total)) if on_progress else None,
-            workers=max(1, self.config.workers),
+            workers=max(1, self.config.workers), channels=self.spec.channels,
         )
 
     def _opened(self) -> tuple[Any, str]:
@@ -305,7 +328,8 @@ class Trainer:
         from mde.trainer.data.loading import TrainCrops
 
         crops = TrainCrops(self._source, self.spec.input_length, self.spec.sample_rate, seed=self.config.seed,
-                           crops_per_clip=self.config.crops_per_clip)
+                           crops_per_clip=self.config.crops_per_clip, channels=self.spec.channels,
+                           targets=self._target_vectors)
         if len(crops) < self.config.batch_size:
             raise MdeError(f"the train split gives {len(crops)} windows per epoch ({len(crops.clips)} clips), "
                            f"fewer than one batch of {self.config.batch_size}")
@@ -326,7 +350,8 @@ class Trainer:
         from mde.trainer.data.loading import EvalClips
 
         return EvalClips(self._source, split, self.spec.input_length, n_crops=self.config.eval_crops,
-                         sample_rate=self.spec.sample_rate)
+                         sample_rate=self.spec.sample_rate, channels=self.spec.channels,
+                         targets=self._target_vectors)
 
     @property
     def _budget(self) -> int:
@@ -368,6 +393,8 @@ class Trainer:
         """Tagging metrics of ``split`` (in the joint stage: {'loss': the mean joint loss per clip})."""
         if self.stage.name == "joint":
             return {"loss": self._joint_loss(split)}
+        if self.targets is not None:
+            return self._similarity_metrics(split)
         scores, labels = predict_clips(self.net, self.frontend, self._eval_clips(split), self.device, self.single_label)
         return score_clips(scores, labels, self.data.dataset.tag_names, self.single_label)
 
@@ -387,8 +414,57 @@ class Trainer:
             losses.append(float(joint_loss(cast(Jetatag, self.net), joint.float(), tags)["total"]))
         return float(np.mean(losses))
 
+    @torch.no_grad()
+    def _similarity_metrics(self, split: str) -> dict[str, Any]:
+        """A similarity network on ``split``: its loss over the clips (each clip's outputs the mean of its
+        windows') and the retrieval figures of its clip embeddings (see :mod:`mde.trainer.retrieval`);
+        'map' and 'p@5' by tag-set Jaccard are the selection figures."""
+        from mde.trainer.evaluate import window_outputs
+        from mde.trainer.retrieval import retrieval_table
+
+        self.net.eval()
+        outputs: dict[str, list[torch.Tensor]] = {}
+        labels = []
+        for windows, label in self._eval_clips(split):
+            for key, value in window_outputs(self.net, self.frontend, windows.to(self.device)).items():
+                outputs.setdefault(key, []).append(value.float().mean(dim=0))
+            labels.append(torch.as_tensor(np.asarray(label, dtype=np.float32)))
+        clip_outputs = {key: torch.stack(values) for key, values in outputs.items()}
+        clip_labels = torch.stack(labels).to(self.device)
+        loss = float(self._loss(clip_outputs, clip_labels))
+        n_tags = self.data.dataset.n_tags
+        assert self.targets is not None  # (evaluate calls this for similarity runs only)
+        targets = {k: v.cpu().numpy() for k, v in self.targets.split(clip_labels[:, n_tags:]).items()}
+        table = retrieval_table(clip_outputs["embedding"].cpu().numpy(), clip_labels[:, :n_tags].cpu().numpy(),
+                                targets)
+        return {"loss": loss, "map": table["jaccard"]["map"], "p@5": table["jaccard"]["p@5"], "retrieval": table}
+
+    def _similarity_loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The configured similarity loss: cosine regression of each target head, the batch-hard triplet loss
+        of the embedding per target space, or their sum."""
+        from mde.trainer.similarity_losses import batch_hard_triplet, cosine_regression
+
+        assert self.targets is not None
+        targets = self.targets.split(labels[:, self.data.dataset.n_tags:])
+        terms = []
+        if self.config.loss in ("cosine", "both"):
+            terms += [cosine_regression(outputs[f"target_{kind}"].float(), t) for kind, t in targets.items()]
+        if self.config.loss in ("triplet", "both"):
+            terms += [batch_hard_triplet(outputs["embedding"].float(), t, aggregation=self.config.triplet_aggregation)
+                      for t in targets.values()]
+        return torch.stack(terms).sum()
+
+    def _selection_score(self, valid: dict[str, Any]) -> float:
+        """The validation figure that picks the best checkpoint: a similarity network's retrieval mAP by
+        tag-set Jaccard (0 when no clip has a relevant other), else the tagging one."""
+        if self.targets is not None:
+            return 0.0 if valid["map"] is None else float(valid["map"])
+        return selection_score(valid, self.single_label)
+
     def _loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """The training loss of the current stage for a batch's network outputs and labels."""
+        if self.targets is not None:
+            return self._similarity_loss(outputs, labels)
         if self.stage.name == "joint":
             from mde.trainer.models.jetatag import Jetatag, joint_loss
 
@@ -494,7 +570,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "stage": self.stage.name,
         }
         if self.stage.name != "joint":  # the joint stage has no tagging score: its last epoch carries on
-            score = selection_score(valid, self.single_label)
+            score = self._selection_score(valid)
             row["valid_score"] = round(score, 6)
             if score > self.best_score:
                 self.best_score, self.stale_epochs = score, 0
@@ -527,7 +603,9 @@ class Trainer:
         for split in ("valid", "test"):
             metrics = self.evaluate(split)
             results[split] = scalar_metrics(metrics)
-            if self.single_label and split == "test":
+            if "retrieval" in metrics:
+                results[split]["retrieval"] = metrics["retrieval"]
+            if self.single_label and split == "test" and "confusion" in metrics:  # (a tagger's, not similarity's)
                 from mde.trainer.metrics import write_confusion_matrix
 
                 write_confusion_matrix(np.array(metrics["confusion"]), self.data.dataset.tag_names, self.run_dir.root)

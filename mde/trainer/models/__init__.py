@@ -8,6 +8,7 @@ from mde.trainer.models import (  # noqa: F401  (registration side effect)
     music2vec,
     musicnn,
     samplecnn,
+    schindler,
     shortchunk,
     soundnet,
 )

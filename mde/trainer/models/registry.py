@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, Literal, Optional, TypeVar
 
 from torch import nn
 
@@ -18,6 +18,7 @@ from mde.runtime.input_transform import IDENTITY, InputTransform
 from mde.runtime.package import Framing
 
 Factory = TypeVar("Factory", bound=Callable[..., nn.Module])
+Objective = Literal["tagging", "similarity"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class ModelSpec:
       one (batch, size) per window), for ``mde embed --layer``.
     band_norm: whether a log-mel network takes its input standardised per mel band by the mean and std of
       the training split (computed by the trainer, stored with the weights and in the exported model).
+    objective: 'tagging' (the network outputs ``logits`` per tag, trained by cross-entropy) or 'similarity'
+      (it outputs an embedding and one ``target_<kind>`` head per target space, trained by the similarity
+      losses of :mod:`mde.trainer.similarity_losses`; its factory takes ``topics``, {kind: size}).
     """
 
     name: str
@@ -63,6 +67,7 @@ class ModelSpec:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     layers: tuple[str, ...] = ()
     band_norm: bool = False
+    objective: Objective = "tagging"
 
     def __post_init__(self) -> None:
         if (self.frontend is None) == (self.waveform_rate is None):
@@ -110,6 +115,7 @@ def register(
     input_transform: InputTransform = IDENTITY, channels: int = 1, n_tags: int = 50,
     framing: Framing = "audio_windows", embedding_output: str = "embedding", variable_length: bool = False,
     recipe: Optional[Mapping[str, Any]] = None, layers: tuple[str, ...] = (), band_norm: bool = False,
+    objective: Objective = "tagging",
 ) -> Callable[[Factory], Factory]:
     """Decorator registering a model factory under ``name`` (names are unique): a log-mel network with
     ``frontend``, or a waveform network with ``waveform_rate`` (Hz) and ``input_transform``."""
@@ -122,7 +128,7 @@ def register(
             framing=framing, embedding_dim=embedding_dim, n_tags=n_tags, factory=factory,
             embedding_output=embedding_output, variable_length=variable_length, waveform_rate=waveform_rate,
             input_transform=input_transform, channels=channels, recipe=dict(recipe or {}), layers=layers,
-            band_norm=band_norm,
+            band_norm=band_norm, objective=objective,
         )
         return factory
 
