@@ -178,3 +178,18 @@ def test_a_hung_fluidsynth_is_one_line(tmp_path: Path, monkeypatch: pytest.Monke
     score = compose(np.random.default_rng(0), 1.0)
     with pytest.raises(MdeError, match=r"^fluidsynth did not finish a 1 s clip in 0\.3 s with .*; try --engine numpy$"):
         synth_fluidsynth.render(score, 16000, str(hung), tmp_path / "x.sf2")
+
+
+def test_notes_from_the_clips_end_on_are_left_out_of_the_midi_file() -> None:
+    """Clamped to the end, such a note's on would follow its off and hold it forever: FluidSynth's file
+    renderer then never finished (seed 0's clip 185 of a 10 s corpus, a sustained bass)."""
+    import dataclasses
+
+    from mde.trainer.data.synth_score import DrumHit, Note
+
+    score = compose(np.random.default_rng(1), 2.0)
+    name = next(iter(score.parts))
+    late = dataclasses.replace(
+        score, parts={**score.parts, name: [*score.parts[name], Note(2.0, 0.5, 40, 0.8), Note(2.4, 0.1, 41, 0.8)]},
+        drums=[*score.drums, DrumHit(2.0, "kick", 0.9)])
+    assert synth_fluidsynth.score_to_midi(late) == synth_fluidsynth.score_to_midi(score)

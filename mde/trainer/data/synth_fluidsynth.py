@@ -84,20 +84,26 @@ def render(score: Score, sample_rate: int, command: str, soundfont: Path) -> np.
 
 
 def score_to_midi(score: Score) -> bytes:
-    """A format-0 Standard MIDI File of ``score`` (120 bpm, 480 ticks per quarter)."""
+    """A format-0 Standard MIDI File of ``score`` (120 bpm, 480 ticks per quarter).
+
+    Notes that would start at or after the clip's end are left out: clamped to the end, their note-on would
+    follow their note-off there and hold the note forever, and FluidSynth's file renderer, which plays
+    until every voice has ended, then never finishes (with a sustained program)."""
+    end = _ticks(score.seconds)
     events: list[tuple[int, int, bytes]] = []  # (tick, order at that tick, message)
     for channel, name in enumerate(score.parts):
         volume = round(127 * 10 ** (score.gains_db[name] / 40))
         program = score.programs.get(name, _PROGRAMS[name])
         events += [(0, 0, bytes([0xC0 | channel, program])), (0, 0, bytes([0xB0 | channel, 7, volume]))]
         for note in score.parts[name]:
-            events += _note(channel, note.pitch, note.velocity, note.start, note.start + note.duration)
+            if _ticks(note.start) < end:
+                events += _note(channel, note.pitch, note.velocity, note.start, note.start + note.duration)
     if score.drums:
         volume = round(127 * 10 ** (score.gains_db["drums"] / 40))
         events.append((0, 0, bytes([0xB0 | _DRUM_CHANNEL, 7, volume])))
         for hit in score.drums:
-            events += _note(_DRUM_CHANNEL, _DRUM_KEYS[hit.kind], hit.velocity, hit.start, hit.start + 0.1)
-    end = _ticks(score.seconds)
+            if _ticks(hit.start) < end:
+                events += _note(_DRUM_CHANNEL, _DRUM_KEYS[hit.kind], hit.velocity, hit.start, hit.start + 0.1)
     track, now = bytearray(), 0
     for tick, _, message in sorted(events, key=lambda e: e[:2]):
         track += _variable_length(min(tick, end) - now) + message
