@@ -99,6 +99,7 @@ def test_the_export_serves_a_stereo_model_as_the_trainer_computes_it(run, tmp_pa
     info = result.info
     assert (info.channels, info.tags_output, info.band_norm, info.frontend) == (2, None, trainer.band_norm, SCHINDLER)
     assert info.outputs == {"embedding": 128, "target_tags": 11}
+    assert set(info.text_spaces) == {"tags"}
     model = load_model(tmp_path / "schindler.onnx")
     song = shared_data / "audio" / "TRWJAZW128F42760DD_test.mp3"  # stereo, 22,050 Hz, 29.9 s
     frames = model.embed(song)
@@ -150,6 +151,20 @@ def test_text_targets_train_a_head_per_space_and_need_text(corpus, tmp_path):
     assert set(trainer.targets.topics) == {"tags", "text"} and trainer.targets.topics["text"] == 32
     assert set(results["test"]["retrieval"]) == {"jaccard", "target_tags", "target_text"}
     assert np.isfinite(results["test"]["loss"])
+    from mde.export.export import export_model
+    from mde.runtime.extractor import load_model
+
+    export_model(tmp_path / "both", tmp_path / "both.onnx")
+    model = load_model(tmp_path / "both.onnx")
+    assert model.text_kinds == ("tags", "text")
+    clip = trainer.data.dataset.split("test")[0]  # a new text maps into the space as the trainer's did
+    np.testing.assert_allclose(model.embed_text(clip.text), trainer.targets.spaces["text"].transform([clip.text])[0],
+                               atol=1e-5)
+    assert model.embed_text(["piano", "fast"], kind="tags").shape == (trainer.targets.topics["tags"],)
+    frames = model.embed(clip.path, layer="target_text").embedding
+    assert frames.shape[1] == 32
+    with pytest.raises(MdeError, match="has no 'lyrics' text space"):
+        model.embed_text("x", kind="lyrics")
     silent = write_manifest([row[:3] for row in read_manifest(corpus)], tmp_path / "no-text.csv")
     with pytest.raises(MdeError, match="--targets text needs free text per clip"):
         Trainer(TrainConfig.for_model("schindler", dataset="manifest", data=str(silent), out=str(tmp_path / "t"),

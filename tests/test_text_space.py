@@ -79,3 +79,27 @@ def test_a_saved_space_loads_without_pickle_and_maps_the_same(tmp_path):
              components=np.ones((1, 2)))
     with pytest.raises(MdeError, match="inconsistent arrays"):
         TextSpace.load(tmp_path / "short.npz")
+
+
+def test_a_model_file_carries_the_space_as_base64_and_refuses_one_without_its_head():
+    import json
+
+    from mde.errors import ModelError
+    from mde.runtime.package import ModelInfo
+
+    space = fit_text_space(TEXTS, "text", n_topics=4)
+    text = space.to_base64()
+    again = TextSpace.from_base64(text)
+    assert again.vocabulary == space.vocabulary
+    np.testing.assert_allclose(again.transform(TEXTS), space.transform(TEXTS), atol=1e-6)  # topics in float32
+    with pytest.raises(MdeError, match=r"m\.onnx: text space: not base64"):
+        TextSpace.from_base64("not base64!", "m.onnx: text space")
+    with pytest.raises(MdeError, match="not a saved text space"):
+        TextSpace.from_base64("aGVsbG8=")
+    info = dict(name="m", architecture="SchindlerCNN", source="s", licence="l", sample_rate=16000,
+                window_samples=16000, hop_samples=16000, input_kind="waveform", framing="audio_windows",
+                frontend=None, embedding_dim=4, tags_output=None, outputs={"embedding": 4, "target_text": 4})
+    assert ModelInfo.from_json(ModelInfo(**info, text_spaces={"text": text}).to_json()).text_spaces == {"text": text}
+    data = json.loads(ModelInfo(**info, text_spaces={"tags": text}).to_json())
+    with pytest.raises(ModelError, match="text_spaces: no output target_tags for the 'tags' space"):
+        ModelInfo.from_json(json.dumps(data), "m.onnx")

@@ -41,7 +41,7 @@ from mde.export.progress import Progress, no_progress
 from mde.export.quantize import MIN_CALIBRATION_WINDOWS, Agreement, to_fp16, to_int8
 from mde.runtime import store
 from mde.runtime.band_norm import BandNorm
-from mde.runtime.package import JOINT_OUTPUT, ModelInfo
+from mde.runtime.package import JOINT_OUTPUT, TARGET_PREFIX, ModelInfo
 from mde.runtime.tag_space import encode_graph
 
 MIN_OPSET = 17
@@ -166,8 +166,6 @@ def _load_run(best: Path, run_name: str):
     layers = tuple(layer for layer in spec.layers if joint or layer != JOINT_OUTPUT)
     tags_output: Optional[str] = "tags"
     if spec.objective == "similarity":  # no tag output: the embedding and one head per target space
-        from mde.trainer.models.schindler import TARGET_PREFIX
-
         layers, tags_output = tuple(TARGET_PREFIX + kind for kind in checkpoint["network_args"]["topics"]), None
     patch = spec.n_frames if spec.framing == "mel_patches" else None
     window = patch * spec.logmel_frontend.hop_length if patch else spec.input_length
@@ -187,12 +185,20 @@ def _load_run(best: Path, run_name: str):
     with torch.no_grad():
         sizes = {k: int(v.shape[1]) for k, v in network(torch.from_numpy(example_inputs(info, 1))).items()}
     outputs = {key: sizes[key] for key in info.outputs}
+    text_spaces = _text_spaces(best.parent.parent) if spec.objective == "similarity" else {}
     tag_encoder = None
     if joint:
         module = network.get_submodule("tag_encoder")  # a joint run's network is JETATAG's (check_joint_network)
         tag_encoder = encode_graph(export_tag_encoder(module, len(tag_names)))
     return network, dataclasses.replace(info, outputs=outputs, embedding_dim=outputs[spec.embedding_output],
-                                        tag_encoder=tag_encoder)
+                                        tag_encoder=tag_encoder, text_spaces=text_spaces)
+
+
+def _text_spaces(run: Path) -> dict[str, str]:
+    """A similarity run's target spaces (its ``targets/<kind>.npz``) as a model file carries them."""
+    from mde.runtime.text_space import TextSpace
+
+    return {path.stem: TextSpace.load(path).to_base64() for path in sorted((run / "targets").glob("*.npz"))}
 
 
 def _trained_joint_space(run: Path) -> bool:

@@ -20,6 +20,7 @@ from mde.runtime.inputs import frame_inputs, input_stage
 from mde.runtime.limits import DEFAULT_BATCH_SIZE, MAX_CALL_SECONDS
 from mde.runtime.package import ModelInfo, check_seconds
 from mde.runtime.tag_space import TagEncoder
+from mde.runtime.text_space import TextSpace
 from mde.tags import top_tags
 
 AudioInput = Union[str, os.PathLike[str], np.ndarray]
@@ -147,6 +148,7 @@ class Model:
         self.batch_size = batch_size
         self.inputs = input_stage(self.info, threads=threads or 1)
         self._tag_encoder: Optional[TagEncoder] = None
+        self._text_spaces: dict[str, TextSpace] = {}
 
     @property
     def name(self) -> str:
@@ -156,6 +158,29 @@ class Model:
     def has_tag_encoder(self) -> bool:
         """Whether :meth:`embed_tags` works: the model has a joint audio-tag space and its tag encoder."""
         return self.info.tag_encoder is not None
+
+    @property
+    def text_kinds(self) -> tuple[str, ...]:
+        """The target spaces :meth:`embed_text` maps into ('tags', 'text'): those of a model trained on text
+        targets (Schindler et al.), () for others."""
+        return tuple(self.info.text_spaces)
+
+    def embed_text(self, text: str | Sequence[str], kind: str = "text") -> np.ndarray:
+        """The point of ``text`` (a string for 'text'; a tag set, a sequence of tags or one '|'-joined string,
+        for 'tags') in the model's target space ``kind``: float32 (topics,), comparable by cosine with the
+        ``target_<kind>`` layer of :meth:`embed` (``layer="target_text"``). Zero when no term of it is
+        known to the space.
+
+        Raises ModelError for a model without that space.
+        """
+        if kind not in self.info.text_spaces:
+            have = ", ".join(self.text_kinds) or "none"
+            raise ModelError(f"{self.name} has no {kind!r} text space (its spaces: {have}); a model trained with "
+                             f"--targets {kind} has one")
+        if kind not in self._text_spaces:
+            self._text_spaces[kind] = TextSpace.from_base64(self.info.text_spaces[kind], f"{self.path}: {kind} space")
+        point: np.ndarray = self._text_spaces[kind].transform([text])[0]
+        return point
 
     def embed_tags(self, tags: Sequence[str]) -> np.ndarray:
         """The point of the tag set ``tags`` (words of ``info.tag_names``, e.g. ``["piano", "slow"]``) in the

@@ -29,6 +29,8 @@ MAX_WINDOW_SECONDS = 3600.0
 """The longest analysis window or hop, in seconds, that a model may declare or a request may ask for."""
 MODEL_CHANNELS = (1, 2)
 """The audio channels a model may take: 1 (mono) or 2 (stereo)."""
+TARGET_PREFIX = "target_"
+"""Outputs named ``target_<kind>`` hold a window's point in that target space (a similarity network's head)."""
 JOINT_OUTPUT = "joint"
 """The output holding each window's point in a joint audio-tag space (JETATAG), which a tag encoder shares."""
 TAG_ENCODER_INPUT = "tags"
@@ -70,6 +72,9 @@ class ModelInfo:
       models without one.
     band_norm: for a log-mel model trained on standardised inputs, the per-band mean and std its log-mel
       is standardised with before the graph (:mod:`mde.runtime.band_norm`); None: the log-mel as it is.
+    text_spaces: for a model trained on text targets (Schindler et al.), kind ('tags', 'text') -> the
+      fitted TF-IDF + LSI space as base64 text (:meth:`mde.runtime.text_space.TextSpace.to_base64`), whose
+      points are comparable by cosine with the model's ``target_<kind>`` output; {} for other models.
 
     Metadata read from a file is checked by :meth:`from_json` (types, ranges, tag names against the
     tags output) and, on load, by :func:`check_graph` (against the graph's input and output shapes).
@@ -98,6 +103,7 @@ class ModelInfo:
     input_transform: Optional[InputTransform] = None
     tag_encoder: Optional[str] = None
     band_norm: Optional[BandNorm] = None
+    text_spaces: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -219,6 +225,12 @@ def _metadata_problem(info: ModelInfo) -> str | None:
     if info.tags_output is not None and info.outputs.get(info.tags_output) != len(info.tag_names):
         return (f"{len(info.tag_names)} tag names for output {info.tags_output!r} of width "
                 f"{info.outputs.get(info.tags_output)}")
+    spaces = info.text_spaces
+    if not isinstance(spaces, dict) or not all(isinstance(v, str) for v in spaces.values()):
+        return "text_spaces must map target kinds to base64 text"
+    lacking = [kind for kind in spaces if f"{TARGET_PREFIX}{kind}" not in info.outputs]
+    if lacking:
+        return f"text_spaces: no output {TARGET_PREFIX}{lacking[0]} for the {lacking[0]!r} space"
     if info.tag_encoder is not None:
         if not isinstance(info.tag_encoder, str):
             return f"tag_encoder must be base64 text, got {type(info.tag_encoder).__name__}"

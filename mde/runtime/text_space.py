@@ -15,12 +15,15 @@ languages share one space.
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import BinaryIO, Optional
 
 import numpy as np
 
@@ -88,21 +91,39 @@ class TextSpace:
         points: np.ndarray = (self.tfidf(documents) @ self.components.T).astype(np.float32)
         return points
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path | BinaryIO) -> None:
         """Write the space as an ``.npz`` of plain arrays (no pickle)."""
         np.savez(path, kind=np.array(self.kind), vocabulary=np.array(self.vocabulary, dtype=np.str_),
                  idf=self.idf, components=self.components)
 
+    def to_base64(self) -> str:
+        """The space as base64 text (a compressed ``.npz``, the topics in float32), for a model file's metadata."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, kind=np.array(self.kind), vocabulary=np.array(self.vocabulary, dtype=np.str_),
+                            idf=self.idf, components=self.components.astype(np.float32))
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
     @classmethod
-    def load(cls, path: str | Path) -> TextSpace:
-        """Read a space written by :meth:`save` (MdeError, one line, for a file that is not one)."""
+    def from_base64(cls, text: str, origin: str = "text space") -> TextSpace:
+        """Inverse of :meth:`to_base64` (MdeError, one line naming ``origin``, for anything else)."""
+        try:
+            data = base64.b64decode(text.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise MdeError(f"{origin}: not base64 ({exc})") from None
+        return cls.load(io.BytesIO(data), origin)
+
+    @classmethod
+    def load(cls, path: str | Path | BinaryIO, origin: Optional[str] = None) -> TextSpace:
+        """Read a space written by :meth:`save` (MdeError, one line naming ``origin`` (default: the path),
+        for a file that is not one)."""
+        origin = origin or str(path)
         try:
             with np.load(path, allow_pickle=False) as stored:
                 space = cls(str(stored["kind"]), tuple(str(t) for t in stored["vocabulary"]),
                             stored["idf"].astype(np.float64), stored["components"].astype(np.float64))
-        except (OSError, KeyError, ValueError) as exc:
-            raise MdeError(f"{path}: not a saved text space ({exc})") from None
+        except (OSError, KeyError, ValueError, EOFError) as exc:
+            raise MdeError(f"{origin}: not a saved text space ({exc})") from None
         if space.kind not in KINDS or space.components.shape[1:] != (len(space.vocabulary),) \
                 or space.idf.shape != (len(space.vocabulary),):
-            raise MdeError(f"{path}: not a saved text space (inconsistent arrays)")
+            raise MdeError(f"{origin}: not a saved text space (inconsistent arrays)")
         return space

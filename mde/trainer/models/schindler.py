@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from mde.runtime.frontend_config import SCHINDLER
+from mde.runtime.package import TARGET_PREFIX
 from mde.trainer.models.registry import register
 
 N_MELS = 128
@@ -40,8 +41,6 @@ CROP_FRAMES = 216
 """Frames of one training crop (the source's random crop of its 880-frame, 11 s window)."""
 CROP_SAMPLES = (CROP_FRAMES - 1) * SCHINDLER.hop_length
 """Samples at 22,050 Hz whose centred log-mel has CROP_FRAMES frames (2.5 s)."""
-TARGET_PREFIX = "target_"
-"""Outputs named ``target_<kind>`` hold a window's point in that target space (the head's output)."""
 
 SCHINDLER_RECIPE = {
     "optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-5, "schedule": "none", "batch_size": 1000, "epochs": 100,
