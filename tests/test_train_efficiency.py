@@ -31,9 +31,9 @@ def count_decodes(monkeypatch) -> Counter:
     decoded = Counter()
     real = loading.load_audio
 
-    def counting(path, sr=None):
+    def counting(path, sr=None, channels=1):
         decoded[Path(path)] += 1
-        return real(path, sr=sr)
+        return real(path, sr=sr, channels=channels)
 
     monkeypatch.setattr(loading, "load_audio", counting)
     return decoded
