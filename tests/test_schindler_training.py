@@ -113,6 +113,16 @@ def test_the_export_serves_a_stereo_model_as_the_trainer_computes_it(run, tmp_pa
     assert not np.allclose(samples[:, 0], samples[:, 1])  # its channels differ, and both are kept:
     mono = model.embed(samples.mean(axis=1), sr=22050).embedding[0]
     assert np.abs(mono - frames.embedding[0]).max() > 1e-3
+    from typer.testing import CliRunner
+
+    from mde.cli.app import _register_commands, app
+
+    _register_commands()  # the command users run gives the same frames
+    embedded = CliRunner().invoke(app, ["embed", str(song), "-m", str(tmp_path / "schindler.onnx"), "-o",
+                                        str(tmp_path / "emb"), "--layer", "target_tags"])
+    assert embedded.exit_code == 0, embedded.output
+    stored = np.load(tmp_path / "emb" / f"{song.stem}.npz")
+    assert stored["embedding"].shape == (len(frames.embedding), 11)
 
 
 def test_eval_retrieval_ranks_the_run_beside_a_baseline_in_one_table(run, corpus, tmp_path):
