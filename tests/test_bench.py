@@ -143,8 +143,21 @@ def test_cuda_without_a_device_is_one_line(tmp_path):
     assert not list(tmp_path.glob("bench_*"))
 
 
+def test_search_quick(tmp_path):
+    out = tmp_path / "results"
+    proc = run_mde("bench", "search", "--quick", "--rounds", "50", "--out", out, cwd=tmp_path, home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = _load(out, "search")
+    [row] = record["results"]
+    assert (row["vectors"], row["kind"], row["runs"], row["recall_at_10"]) == (10_000, "flat", 50, 1.0)
+    assert row["p50_ms"] <= row["p99_ms"] and row["index_mb"] == pytest.approx(10_000 * 200 * 4 / 1e6, rel=1e-3)
+    assert record["goal"] == {"vectors": 1_000_000, "p99_ms": 10.0, "recall_at_10": 0.95}
+    assert "Goal: p99 < 10 ms at 1,000,000 vectors with recall@10 >= 0.95: not measured" in (
+        out / "bench_search_cpu.md").read_text()
+
+
 @pytest.mark.parametrize(
-    "command", ["bench", "bench frontend", "bench models", "bench e2e", "bench stream", "bench all"]
+    "command", ["bench", "bench frontend", "bench models", "bench e2e", "bench stream", "bench search", "bench all"]
 )
 def test_every_bench_option_is_explained(tmp_path, command):
     proc = run_mde(*command.split(), "--help", cwd=tmp_path, home=tmp_path)

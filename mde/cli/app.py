@@ -18,12 +18,13 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from mde.cli import bench, embed, evaluate, export, models, stream, synth, train, viz
+    from mde.cli import bench, embed, evaluate, export, models, search, stream, synth, train, viz
 
     bench.register(app)
     embed.register(app)
     export.register(app)
     models.register(app)
+    search.register(app)
     stream.register(app)
     synth.register(app)
     train.register(app)

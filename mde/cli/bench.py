@@ -15,7 +15,7 @@ import typer
 from mde.cli.console import err, out
 
 bench_app = typer.Typer(
-    help=("Benchmarks: front end, models, end to end, streaming latency (and all of them). Each writes "
+    help=("Benchmarks: front end, models, end to end, streaming latency, search (and all of them). Each writes "
           "bench_<suite>_<device>.json, .md and .png to --out, naming the machine, versions and command; "
           "medians over repeated runs with min and max, ratios against a baseline measured in the same run."),
     no_args_is_help=True,
@@ -127,6 +127,19 @@ def stream(
     _run(["stream"], replace(settings, stream_seconds=seconds))
 
 
+@bench_app.command("search")
+def search(
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for building the indexes (default: all cores); queries run one at a time on one thread."),
+    out_dir: Path = OUT_DIR,
+    quick: bool = typer.Option(False, "--quick", help="Only the 10^4-vector size and 200 queries: seconds, not the full 10^4 / 10^5 / 10^6 run (a few minutes, about 3 GB of memory)."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Held-out queries timed per index (default 1000; 200 with --quick)."),
+) -> None:
+    """faiss indexes as 'mde index' builds them (exact up to 100,000 vectors, IVF-Flat beyond) over 10^4, 10^5
+    and 10^6 synthetic 200-d vectors: build time, query latency p50 / p99 (k = 10, one query at a time),
+    recall@10 against exact search, memory. Needs the search extra (faiss-cpu)."""
+    _run(["search"], _settings(out_dir, "cpu", threads, quick, rounds))
+
+
 @bench_app.command("all")
 def run_everything(
     device: str = DEVICE,
@@ -138,7 +151,8 @@ def run_everything(
     audio: Optional[Path] = AUDIO,
     seed_checkpoint: Optional[Path] = SEED_CHECKPOINT,
 ) -> None:
-    """Every suite in turn (mde.bench.suites.ALL_SUITES) with the same settings (about 10 minutes on 2 cores)."""
+    """Every suite in turn (mde.bench.suites.ALL_SUITES) with the same settings (about 15 minutes on 2 cores; the
+    search suite needs the search extra, faiss-cpu)."""
     from mde.bench.suites import ALL_SUITES
 
     _run(list(ALL_SUITES), _settings(out_dir, device, threads, quick, rounds, model, audio, seed_checkpoint))

@@ -7,6 +7,7 @@ still fold it on screen), so it can be read, copied and grepped whole.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -62,3 +63,20 @@ def failure_line(source: str | os.PathLike[str], message: str) -> str:
     """``failed: <source>: <message>``, naming the source once although audio errors start with it."""
     prefix = f"{os.fspath(source)}: "
     return f"failed: {prefix}{message[len(prefix):] if message.startswith(prefix) else message}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a batch stops its workers and says what was done."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (exit code 143 by the command's handler)."""
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

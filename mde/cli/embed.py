@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mde.cli.console import err, failure_line, file_progress, out
+from mde.cli.console import Terminated, err, failure_line, file_progress, out, sigterm_raises
 
 MODEL_HELP = "Model name in the store (see 'mde models') or path to an .onnx model file. Default: MTT_musicnn."
 WINDOW_HELP = "Window length in seconds, for models that take any length (musicnn); default: the model's."
@@ -78,7 +75,7 @@ def embed(
     finished: list = []
     started = time.perf_counter()
     try:
-        with _sigterm_raises(), file_progress() as progress:
+        with sigterm_raises(), file_progress() as progress:
             task = progress.add_task("embedding", total=len(sources))
 
             def report(outcome) -> None:
@@ -102,22 +99,6 @@ def embed(
     )
     if result.failed:
         raise typer.Exit(1)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the batch stops its workers and says what was done."""
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    def stop(signum: int, frame: object) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def tag(
