@@ -154,8 +154,9 @@ def test_a_killed_update_leaves_the_old_index_and_a_rerun_completes_it(tiny_mode
     for i in range(300):
         write_tone(many / f"tone{i:03d}.wav", 8.0, freq=100 + 7 * i)
     env = {**os.environ, "COLUMNS": "200"}
+    # (cwd: outside the checkout, whose uncompiled mde/ would shadow the installed package under python -m)
     proc = subprocess.Popen([sys.executable, "-m", "mde", "index", str(many), "-o", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=tmp_path)
     staging, deadline = out / storage.STAGING, time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None and len(list(staging.glob("*.npz"))) < 20:
         time.sleep(0.005)
