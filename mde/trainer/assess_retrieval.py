@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,45 +46,34 @@ def assess_retrieval(target: str, ds: TaggingDataset, split: str, eval_crops: Op
 
 def _run_targets(run: Path, ds: TaggingDataset, split: str) -> dict[str, np.ndarray]:
     """{kind: (clips, topics)}: the split's points in a similarity run's own target spaces ({} for a tagger)."""
+    import torch
+
+    from mde.trainer.config import TrainConfig
     from mde.trainer.targets import fit_targets
 
-    config = json.loads((run / "config.json").read_text())
-    kinds = [kind.strip() for kind in str(config.get("targets", "")).split(",") if kind.strip()]
     folder = run / "targets"
-    if not kinds or not folder.is_dir():
+    if not folder.is_dir():
         return {}
+    kinds = TrainConfig.from_dict(json.loads((run / "config.json").read_text())).target_kinds
     fitted = fit_targets(ds, kinds, saved=folder)
     rows = np.stack([fitted.vectors[os.fspath(clip.path)] for clip in ds.split(split)])
-    return dict(zip(kinds, np.split(rows, np.cumsum(list(fitted.topics.values()))[:-1], axis=1)))
+    return {kind: columns.numpy() for kind, columns in fitted.split(torch.from_numpy(rows)).items()}
 
 
 def _run_embeddings(run: str, ds: TaggingDataset, split: str, eval_crops: Optional[int],
                     on_clip: ClipCallback) -> np.ndarray:
     """(clips, dim) float64: the mean embedding of each clip's evaluation windows, from the run's best
     checkpoint."""
-    import torch
-
-    from mde.trainer.data.loading import EvalClips
-    from mde.trainer.evaluate import checkpoint_network, window_outputs
+    from mde.trainer.clip_embeddings import RunNetwork, run_clip_embeddings
     from mde.trainer.loop import resolve_device
     from mde.trainer.run_dir import RunDir
 
     best = RunDir(Path(run)).load_checkpoint(RunDir(Path(run)).best)
     if tuple(best["tag_names"]) != ds.tag_names:
         raise MdeError(f"{run}: trained on other tags than this dataset's ({len(best['tag_names'])} vs {ds.n_tags})")
-    spec, net, frontend = checkpoint_network(best, resolve_device("auto"))
-    device = next(net.parameters()).device
-    clips = EvalClips(ds, split, spec.input_length, n_crops=eval_crops, sample_rate=spec.sample_rate,
-                      channels=spec.channels)
-    rows = []
-    with torch.no_grad():
-        for i in range(len(clips)):
-            windows, _ = clips[i]
-            embedding = window_outputs(net, frontend, windows.to(device))[spec.embedding_output]
-            rows.append(embedding.double().mean(dim=0).cpu().numpy())
-            if on_clip:
-                on_clip(Path(run).name, i + 1, len(clips))
-    return np.stack(rows)
+    network = RunNetwork(best, resolve_device("auto"))
+    return run_clip_embeddings(network, ds, split, network.spec.embedding_output, eval_crops,
+                               _named(on_clip, Path(run).name))
 
 
 def _model_embeddings(model_name: str, ds: TaggingDataset, split: str, _eval_crops: Optional[int],
@@ -91,12 +81,12 @@ def _model_embeddings(model_name: str, ds: TaggingDataset, split: str, _eval_cro
     """(clips, dim) float64: the mean of each file's frame embeddings from a model file (the runtime)."""
     from mde.runtime.defaults import DEFAULT_MODEL
     from mde.runtime.extractor import load_model
+    from mde.trainer.clip_embeddings import model_clip_embeddings
 
     model = load_model(None if model_name == DEFAULT_MODEL else model_name)  # (None: imported on first use)
-    clips = ds.split(split)
-    rows = []
-    for i, clip in enumerate(clips):
-        rows.append(model.embed(clip.path).embedding.astype(np.float64).mean(axis=0))
-        if on_clip:
-            on_clip(model_name, i + 1, len(clips))
-    return np.stack(rows)
+    return model_clip_embeddings(model, ds, split, on_clip=_named(on_clip, model_name))
+
+
+def _named(on_clip: ClipCallback, what: str) -> Optional[Callable[[int, int], None]]:
+    """``on_clip`` with ``what`` (the model being embedded) as its first argument."""
+    return None if on_clip is None else partial(on_clip, what)

@@ -15,6 +15,8 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("none", "plateau", "step", "adam_then_sgd")
 SIMILARITY_LOSSES = ("cosine", "triplet", "both")
 TARGET_KINDS = ("tags", "text")
+TRIPLET_AGGREGATIONS = ("hardest", "mean")
+"""Each anchor's positive distance in the triplet loss: its farthest positive, or the mean of its positives."""
 
 
 @dataclass
@@ -131,8 +133,8 @@ class TrainConfig:
              and len(set(self.target_kinds)) == len(self.target_kinds),
              f"targets must be tags, text or tags,text, got {self.targets!r}"),
             (self.topics >= 1, f"topics must be at least 1, got {self.topics}"),
-            (self.triplet_aggregation in ("hardest", "mean"),
-             f"triplet aggregation must be hardest or mean, got {self.triplet_aggregation!r}"),
+            (self.triplet_aggregation in TRIPLET_AGGREGATIONS,
+             f"triplet aggregation must be {' or '.join(TRIPLET_AGGREGATIONS)}, got {self.triplet_aggregation!r}"),
         ]
         for ok, message in checks:
             if not ok:

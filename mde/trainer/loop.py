@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from mde.errors import MdeError
 from mde.runtime.band_norm import BandNorm
+from mde.runtime.package import TARGET_PREFIX
 from mde.trainer.config import TrainConfig
 from mde.trainer.data.dataset import TaggingDataset
 from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips, selection_score
@@ -448,7 +449,7 @@ class Trainer:
         targets = self.targets.split(labels[:, self.data.dataset.n_tags:])
         terms = []
         if self.config.loss in ("cosine", "both"):
-            terms += [cosine_regression(outputs[f"target_{kind}"].float(), t) for kind, t in targets.items()]
+            terms += [cosine_regression(outputs[TARGET_PREFIX + kind].float(), t) for kind, t in targets.items()]
         if self.config.loss in ("triplet", "both"):
             terms += [batch_hard_triplet(outputs["embedding"].float(), t, aggregation=self.config.triplet_aggregation)
                       for t in targets.values()]

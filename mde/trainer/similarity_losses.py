@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from mde.errors import MdeError
+from mde.trainer.config import TRIPLET_AGGREGATIONS
 
-AGGREGATIONS = ("hardest", "mean")
 POSITIVE_COSINE = 0.9
 MARGIN = 1.0
 
@@ -40,8 +40,8 @@ def target_cosines(targets: torch.Tensor) -> torch.Tensor:
 def batch_hard_triplet(embeddings: torch.Tensor, targets: torch.Tensor, margin: float = MARGIN,
                        threshold: float = POSITIVE_COSINE, aggregation: str = "hardest") -> torch.Tensor:
     """The batch-hard triplet loss of ``embeddings`` (batch, dim) with positives from ``targets`` (batch, k)."""
-    if aggregation not in AGGREGATIONS:
-        raise MdeError(f"unknown triplet aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+    if aggregation not in TRIPLET_AGGREGATIONS:
+        raise MdeError(f"unknown triplet aggregation {aggregation!r}; choose one of {', '.join(TRIPLET_AGGREGATIONS)}")
     n = embeddings.shape[0]
     others = ~torch.eye(n, dtype=torch.bool, device=embeddings.device)
     positive = (target_cosines(targets.detach()) > threshold) & others

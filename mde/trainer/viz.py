@@ -203,16 +203,9 @@ def _stages(target: str, ds: TaggingDataset, split: str, layer: Optional[str]
     layer = layer or model.info.embedding_output
     model.output_names(layer)  # a ModelError naming the layers the model has
 
-    def embed(on_clip: Callable[[int, int], None]) -> np.ndarray:
-        clips = ds.split(split)
-        rows = []
-        for i, clip in enumerate(clips):
-            frames = model.embed(clip.path, layer=layer).embedding
-            rows.append(frames.reshape(len(frames), -1).mean(axis=0))
-            on_clip(i + 1, len(clips))
-        return np.stack(rows).astype(np.float64)
+    from mde.trainer.clip_embeddings import model_clip_embeddings
 
-    return [("after", embed)], layer, [MODEL_FILE_NOTE]
+    return [("after", partial(model_clip_embeddings, model, ds, split, layer))], layer, [MODEL_FILE_NOTE]
 
 
 def _run_stages(run: Path, ds: TaggingDataset, split: str, layer: Optional[str]
@@ -232,58 +225,13 @@ def _run_stages(run: Path, ds: TaggingDataset, split: str, layer: Optional[str]
         checkpoints = {"before": run_dir.load_checkpoint(initial, device), **checkpoints}
     else:
         notes.append(NO_INITIAL_WEIGHTS)
-    networks = {stage: _RunNetwork(payload, device) for stage, payload in checkpoints.items()}
-    layer = networks["after"].check_layer(layer, run)
-    stages = [(stage, _run_embedder(network, ds, split, layer, n_crops)) for stage, network in networks.items()]
+    from mde.trainer.clip_embeddings import RunNetwork, run_clip_embeddings
+
+    networks = {stage: RunNetwork(payload, device) for stage, payload in checkpoints.items()}
+    layer = networks["after"].check_layer(layer, str(run))
+    stages: list[tuple[str, Embedder]] = [(stage, partial(run_clip_embeddings, network, ds, split, layer, n_crops))
+                                          for stage, network in networks.items()]
     return stages, layer, notes
-
-
-class _RunNetwork:
-    """A checkpoint's network (its architecture built for its tags, the weights loaded, in eval mode) and
-    the architecture's input stage, on ``device``."""
-
-    def __init__(self, payload: dict[str, Any], device: Any) -> None:
-        from mde.trainer.evaluate import checkpoint_network
-
-        self.spec, self.net, self.frontend = checkpoint_network(payload, device)
-        self.device = device
-
-    def outputs(self, windows: Any) -> dict[str, Any]:
-        """The network's outputs for waveform windows (n, samples), in batches of the evaluation's size."""
-        import torch
-
-        from mde.trainer.evaluate import window_outputs
-
-        with torch.no_grad():
-            return window_outputs(self.net, self.frontend, windows.to(self.device))
-
-    def check_layer(self, layer: Optional[str], run: Path) -> str:
-        """``layer`` (default: the architecture's embedding) if the network outputs it, else a one-line error."""
-        import torch
-
-        layer = layer or self.spec.embedding_output
-        available = self.outputs(torch.zeros(1, self.spec.input_length))
-        if layer not in available:
-            raise MdeError(f"{run}: no layer {layer!r}; choose from {', '.join(sorted(available))}")
-        return layer
-
-
-def _run_embedder(network: _RunNetwork, ds: TaggingDataset, split: str, layer: str,
-                  n_crops: Optional[int]) -> Embedder:
-    """embed(on_clip): each clip's ``layer`` output per window, flattened, averaged over its windows."""
-    from mde.trainer.data.loading import EvalClips
-
-    def embed(on_clip: Callable[[int, int], None]) -> np.ndarray:
-        clips = EvalClips(ds, split, network.spec.input_length, n_crops=n_crops, sample_rate=network.spec.sample_rate)
-        rows = []
-        for i in range(len(clips)):
-            windows, _ = clips[i]
-            values = network.outputs(windows)[layer].flatten(1).double().mean(dim=0)
-            rows.append(values.cpu().numpy())
-            on_clip(i + 1, len(clips))
-        return np.stack(rows)
-
-    return embed
 
 
 def _write_figure(path: Path, maps: dict[str, np.ndarray], scores: dict[str, dict[str, Any]],
