@@ -290,6 +290,8 @@ def pad_to_length(x: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
 
 _DECODER_NOTICES = ("[src/libmpg123/", "Note: ", "Warning: ", "Error: ")
 """How lines that libmpg123 (inside libsndfile) writes straight to file descriptor 2 begin."""
+_FOLDED = "_mde_decoder_notices_folded"
+"""Set on an AudioError whose message holds the decoder's notices, so that an enclosing capture adds none."""
 _MAX_FOLDED_NOTICES = 3
 """The most decoder notices folded into the message of a failed decode."""
 
@@ -317,9 +319,11 @@ class _StderrCapture:
             yield
         except AudioError as exc:
             notices = self._notices_since(start)
-            if not notices:
+            if not notices or getattr(exc, _FOLDED, False):  # (a nested capture folded them already)
                 raise
-            raise type(exc)(f"{exc} (decoder: {notices})") from None
+            folded = type(exc)(f"{exc} (decoder: {notices})")
+            setattr(folded, _FOLDED, True)
+            raise folded from None
         finally:
             self._leave()
 

@@ -44,6 +44,12 @@ def test_mp3_notes_are_folded_into_the_error_of_a_failed_decode(shared_data, tmp
     message = str(caught.value)
     assert message.startswith(f"{path}: truncated or damaged") and "\n" not in message
     assert "(decoder: " in message and "Illegal Audio-MPEG-Header" in message
+    assert message.count("(decoder: ") == 1
+    junk = tmp_path / "junk.mp3"
+    junk.write_bytes(b"junk\n")  # refused while opening, inside open_audio's capture nested in load_audio's
+    with pytest.raises(AudioError) as caught:
+        load_audio(junk)
+    assert str(caught.value).count("(decoder: ") == 1 and "Illegal Audio-MPEG-Header" in str(caught.value)
     assert "Illegal Audio-MPEG-Header" not in capfd.readouterr().err
 
 
