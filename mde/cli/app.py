@@ -18,10 +18,11 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from mde.cli import bench, corpus, embed, evaluate, export, models, search, stream, synth, train, viz
+    from mde.cli import bench, corpus, distill, embed, evaluate, export, models, search, stream, synth, train, viz
 
     bench.register(app)
     corpus.register(app)
+    distill.register(app)
     embed.register(app)
     export.register(app)
     models.register(app)

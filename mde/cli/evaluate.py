@@ -44,7 +44,9 @@ def evaluate(
     crops = number_or(eval_crops, "all", "--eval-crops", int)
     if baseline is not None and not retrieval:
         raise MdeError("--baseline applies to --retrieval")
-    if retrieval:
+    if dataset is None and not retrieval and _all_distilled(targets):
+        metrics = _distilled(targets, split, markdown)
+    elif retrieval:
         if len(targets) != 1 or dataset is None or data is None:
             raise MdeError("--retrieval evaluates one target on --dataset and --data")
         metrics = _retrieval(targets[0], dataset, data, split, crops, baseline, markdown)
@@ -61,7 +63,7 @@ def evaluate(
 
         with atomic_path(out_file) as tmp:
             tmp.write_text(text + "\n")
-    if len(targets) == 1 and not retrieval:
+    if len(targets) == 1 and not retrieval and not _all_distilled(targets):
         out.print_json(text)
 
 
@@ -101,7 +103,28 @@ def _retrieval(target: str, dataset: str, data: Path, split: str, crops: Optiona
     body = [[model, relevance, *(_figure(figures[f"p@{k}"]) for k in CUTOFFS), _figure(figures["map"]),
              str(figures["queries"])]
             for model, table in report["retrieval"].items() for relevance, figures in table.items()]
-    title = f"retrieval on {report['tracks']} {split} tracks"
+    _print_rows(header, body, f"retrieval on {report['tracks']} {split} tracks", markdown)
+    return report
+
+
+def _all_distilled(targets: list[str]) -> bool:
+    from mde.distill.report import is_distill_run
+
+    return all(is_distill_run(Path(target)) for target in targets)
+
+
+def _distilled(targets: list[str], split: str, markdown: bool) -> dict[str, Any]:
+    """Print the agreement with the teacher that distillation runs wrote for ``split`` (stdout); return what
+    --out writes (each run's metrics.json)."""
+    from mde.distill.report import HEADER, distill_rows
+
+    body, data = distill_rows([Path(target) for target in targets], split)
+    _print_rows(list(HEADER), body, f"agreement with the teacher, {split} split", markdown)
+    return data
+
+
+def _print_rows(header: list[str], body: list[list[str]], title: str, markdown: bool) -> None:
+    """A table on stdout: Markdown, or a rich table with ``title``."""
     if markdown:
         lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(row)} |" for row in body)]
         out.print("\n".join(lines), markup=False)
@@ -112,7 +135,6 @@ def _retrieval(target: str, dataset: str, data: Path, split: str, crops: Optiona
         for row in body:
             view.add_row(*row)
         out.print(view)
-    return report
 
 
 def _figure(value: Optional[float]) -> str:

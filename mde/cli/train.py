@@ -133,6 +133,12 @@ def train(
     trainer = Trainer(config, resume=resume)
     err.print(f"training {config.model} on {trainer.device} ({trainer.data.dataset.name}: "
               + ", ".join(f"{k} {len(v)}" for k, v in trainer.data.dataset.splits.items()) + " clips)")
+    run_with_progress(trainer)
+
+
+def run_with_progress(trainer) -> dict[str, Any]:
+    """Prepare the data and run ``trainer`` (a Trainer or a DistillTrainer) with progress bars and one line
+    per epoch on stderr; print metrics.json on stdout. Ctrl-C saves the last checkpoint and exits 130."""
     with stage_progress() as report:
         note = trainer.prepare_data(report)
     err.print(note)
@@ -162,6 +168,7 @@ def train(
             raise typer.Exit(130) from None
     out.print_json(json.dumps(results))
     err.print(f"done: best epoch {results['best_epoch']}, results in {trainer.run_dir.metrics_path}")
+    return results
 
 
 def _model_name(model: str, block: Optional[str], encoder: Optional[str]) -> str:

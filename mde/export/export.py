@@ -28,7 +28,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -158,6 +158,8 @@ def _load_run(best: Path, run_name: str):
         raise MdeError(f"{best.parent.parent}: no checkpoints/best.pt (is this a training run folder?)")
     checkpoint = RunDir(best.parent.parent).load_checkpoint(best)
     spec = get_model_spec(checkpoint["architecture"])
+    if "input_length" in checkpoint:  # a distilled student trained at another window (mde distill --window)
+        spec = dataclasses.replace(spec, input_length=int(checkpoint["input_length"]))
     tag_names = tuple(checkpoint["tag_names"])
     network = spec.factory(n_tags=len(tag_names), **checkpoint.get("network_args", {}))
     network.load_state_dict(checkpoint["model"])
@@ -170,7 +172,7 @@ def _load_run(best: Path, run_name: str):
     patch = spec.n_frames if spec.framing == "mel_patches" else None
     window = patch * spec.logmel_frontend.hop_length if patch else spec.input_length
     info = ModelInfo(
-        name=run_name, architecture=spec.architecture, source=f"mde train run {best.parent.parent}",
+        name=run_name, architecture=spec.architecture, source=_run_source(best.parent.parent, checkpoint),
         licence=RUN_LICENCE, sample_rate=spec.sample_rate, window_samples=window, hop_samples=window,
         input_kind="waveform" if spec.frontend is None else "logmel", framing=spec.framing,
         frontend=spec.frontend, embedding_dim=spec.embedding_dim, tag_names=tag_names,
@@ -179,7 +181,7 @@ def _load_run(best: Path, run_name: str):
         outputs={spec.embedding_output: spec.embedding_dim, **dict.fromkeys(layers, 0),
                  **({"tags": len(tag_names)} if tags_output else {})},
         patch_frames=patch,
-        variable_length=spec.variable_length, metrics=dict(checkpoint.get("valid", {})),
+        variable_length=spec.variable_length, metrics=_run_metrics(checkpoint),
         band_norm=BandNorm.from_dict(checkpoint["band_norm"]) if checkpoint.get("band_norm") else None,
     )
     with torch.no_grad():
@@ -192,6 +194,23 @@ def _load_run(best: Path, run_name: str):
         tag_encoder = encode_graph(export_tag_encoder(module, len(tag_names)))
     return network, dataclasses.replace(info, outputs=outputs, embedding_dim=outputs[spec.embedding_output],
                                         tag_encoder=tag_encoder, text_spaces=text_spaces)
+
+
+def _run_source(run: Path, checkpoint: dict[str, Any]) -> str:
+    """The metadata's ``source`` of a run: 'mde train run RUN', or for a distilled student the teacher too."""
+    record = checkpoint.get("distillation")
+    if record is None:
+        return f"mde train run {run}"
+    return f"mde distill run {run}, teacher {record['teacher']}"
+
+
+def _run_metrics(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The metadata's ``metrics`` of a run: its best epoch's validation figures, and for a distilled student
+    its distillation record under 'distillation' (teacher, corpus, epochs, figures against the teacher)."""
+    metrics: dict[str, Any] = dict(checkpoint.get("valid", {}))
+    if "distillation" in checkpoint:
+        metrics["distillation"] = checkpoint["distillation"]
+    return metrics
 
 
 def _text_spaces(run: Path) -> dict[str, str]:

@@ -115,13 +115,12 @@ class Trainer:
         self.config = config
         self.run_dir = RunDir(config.out)
         self.device = resolve_device(config.device)
-        self.spec: ModelSpec = get_model_spec(config.model)
+        self.spec: ModelSpec = self._model_spec()
         seed_everything(config.seed)
-        self.data = load_training_data(config)
-        self.data.dataset.check_trainable()
+        self.data = self._load_data()
         self.single_label = self.data.dataset.single_label
         self.targets = self._fit_targets(resume) if self.spec.objective == "similarity" else None
-        self.net = self.spec.factory(n_tags=self.data.dataset.n_tags, **self._network_args).to(self.device)
+        self.net = self.spec.factory(n_tags=len(self.tag_names), **self._network_args).to(self.device)
         if config.joint_embedding:
             check_joint_network(self.net, config.model)
         self.band_norm: Optional[BandNorm] = None  # fitted on the train split first (spec.band_norm), or resumed
@@ -135,6 +134,21 @@ class Trainer:
         self._source_and_note: Optional[tuple[Any, str]] = None
         self._valid_inputs: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
         self._prepare_folder(resume)
+
+    def _model_spec(self) -> ModelSpec:
+        """The registry entry of the configured network."""
+        return get_model_spec(self.config.model)
+
+    def _load_data(self) -> TrainingData:
+        """The configured dataset (checked to be trainable) and its audio source."""
+        data = load_training_data(self.config)
+        data.dataset.check_trainable()
+        return data
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        """The tags the network outputs, in order."""
+        return self.data.dataset.tag_names
 
     def _fit_targets(self, resume: bool):
         """A similarity run's target spaces (fitted on the train split, or the run's own when resuming) and
@@ -164,7 +178,7 @@ class Trainer:
     def _prepare_folder(self, resume: bool) -> None:
         run = self.run_dir
         if resume:
-            saved = TrainConfig.from_dict(run.read_json(run.config_path))
+            saved = type(self.config).from_dict(run.read_json(run.config_path))
             current = self.config.to_dict()
             changed = {k for k, v in saved.to_dict().items() if k not in ("epochs", "out") and current[k] != v}
             if changed:
@@ -215,7 +229,7 @@ class Trainer:
         return {
             "model": self.net.state_dict(),
             "architecture": self.spec.name,
-            "tag_names": list(self.data.dataset.tag_names),
+            "tag_names": list(self.tag_names),
             "single_label": self.single_label,
             "frontend": self.spec.frontend.to_dict() if self.spec.frontend else None,
             "band_norm": self.band_norm.to_dict() if self.band_norm else None,
@@ -244,8 +258,12 @@ class Trainer:
             param.requires_grad_(id(param) in trainable)
         self._build_optimizer(kind or self._optimizer_kind(self._stage_epoch))
 
+    def _parameters(self) -> list[nn.Parameter]:
+        """What the optimizer may update (those with ``requires_grad``): the network's parameters."""
+        return list(self.net.parameters())
+
     def _build_optimizer(self, kind: str) -> None:
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        params = [p for p in self._parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.config, params, kind)
         self.scheduler = build_scheduler(self.config, self.optimizer)
         if self.scheduler is not None and hasattr(self.scheduler, "last_epoch"):

@@ -256,7 +256,7 @@ class _WithTargets:
         return self.clips.path(i)
 
 
-def _clips_of(source: Source, split: str, sample_rate: Optional[int], features: Optional[str],
+def split_clips(source: Source, split: str, sample_rate: Optional[int], features: Optional[str],
               channels: int = 1, targets: Optional[Mapping[str, np.ndarray]] = None) -> _Clips:
     """The clips of ``split`` with ``channels`` channels, and with ``targets`` (audio path -> target vector)
     appended to their labels when given; a cache must hold ``features`` ('waveform', 'logmel'; None:
@@ -357,7 +357,7 @@ class TrainCrops(RandomCrops):
     def __init__(self, source: Source, input_length: int, sample_rate: int, *, seed: int = 0,
                  crops_per_clip: CropsPerClip = 1, channels: int = 1,
                  targets: Optional[Mapping[str, np.ndarray]] = None) -> None:
-        super().__init__(_clips_of(source, "train", sample_rate, "waveform", channels, targets), input_length,
+        super().__init__(split_clips(source, "train", sample_rate, "waveform", channels, targets), input_length,
                          seed, crops_per_clip)
 
 
@@ -369,7 +369,7 @@ class TrainPatches(RandomCrops):
 
     def __init__(self, cache: FeatureCache, patch_frames: int, *, seed: int = 0,
                  crops_per_clip: CropsPerClip = 1) -> None:
-        super().__init__(_clips_of(cache, "train", None, "logmel"), patch_frames, seed, crops_per_clip)
+        super().__init__(split_clips(cache, "train", None, "logmel"), patch_frames, seed, crops_per_clip)
 
 
 def eval_starts(total: int, length: int, n_crops: Optional[int] = EVAL_CROPS) -> np.ndarray:
@@ -416,7 +416,7 @@ class EvalClips(Dataset):
         if input_length < 1:
             raise MdeError(f"input_length must be positive, got {input_length}")
         _check_n_crops(n_crops)
-        self.clips = _clips_of(source, split, sample_rate, None, channels, targets)
+        self.clips = split_clips(source, split, sample_rate, None, channels, targets)
         self.input_length = input_length
         self.n_crops = n_crops
 
