@@ -28,6 +28,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite sees no bundled models (mde/models/*.onnx) unless a test points MDE_BUNDLED_MODELS at its own folder
+# (tests/test_bundled_models.py): a command run without --model gives the same results before and after trained
+# models ship in the package. Set here, before any test or session fixture copies os.environ for a child.
+os.environ["MDE_BUNDLED_MODELS"] = str(REPO / "tests" / "no-bundled-models")  # never created
+
 
 def _find_fluidsynth():
     from mde.trainer.data import synth_fluidsynth

@@ -1,4 +1,5 @@
-"""``mde models`` (what is in the store) and ``mde import`` (turn outside checkpoints into model files)."""
+"""``mde models`` (the models bundled with mde and those in the user's store) and ``mde import`` (turn outside
+checkpoints into model files)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ def register(app: typer.Typer) -> None:
 def models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List the stored models: name, input (log-mel or waveform, channels, input transform), window, hop,
-    rate, embedding size, tag count and source."""
+    """List the models available by name, bundled with mde or stored by you: name, input (log-mel or waveform,
+    channels, input transform), window, hop, rate, embedding size, tag count, and its store ('bundled':
+    shipped with mde, 'user': in $MDE_HOME/models; a user model hides a bundled one of the same name) and
+    source."""
     import json
 
     from rich.table import Table
@@ -41,35 +44,45 @@ def models(
         out.print_json(json.dumps([_model_row(path, info) for path, info in rows]))
         return
     if not rows:
-        err.print(f"no models in {store.models_dir()} yet; see 'mde import --help'")
+        err.print(f"no models in {store.models_dir()} yet and none bundled with mde; see 'mde import --help'")
         return
-    table = Table()
+    table = Table(caption=f"bundled: shipped with mde ({store.bundled_models_dir()}); "
+                          f"user: stored in {store.models_dir()}")
     table.add_column("name", no_wrap=True)
     table.add_column("input", min_width=8)  # may wrap: the source keeps room on an 80-column terminal
     for heading in ("window s", "hop s", "rate Hz", "dim", "tags"):
         table.add_column(heading, justify="right", no_wrap=True)
-    table.add_column("source", min_width=10)
+    table.add_column("store: source", min_width=10)  # the store first: a wrapped source does not hide it
     broken = []
     for path, info in rows:
         if isinstance(info, ModelInfo):
             table.add_row(
                 info.name, _input_text(info), f"{info.window_seconds:g}", f"{info.hop_seconds:g}",
-                str(info.sample_rate), str(info.embedding_dim), str(info.n_tags), info.source,
+                str(info.sample_rate), str(info.embedding_dim), str(info.n_tags),
+                f"{_store_of(path)}: {info.source}",
             )
         else:
-            broken.append(f"{path.stem}: broken: {str(info).removeprefix(f'{path}: ')}")
+            broken.append(f"{path.stem} ({_store_of(path)}): broken: {str(info).removeprefix(f'{path}: ')}")
     out.print(table)
     for line in broken:  # below the table, whole: an error does not fit a table cell
         out.print(line)
+
+
+def _store_of(path: Path) -> str:
+    """'bundled' for a model file shipped with mde, 'user' for one in the user's store."""
+    from mde.runtime import store
+
+    return "bundled" if store.is_bundled(path) else "user"
 
 
 def _model_row(path: Path, info: object) -> dict[str, object]:
     from mde.runtime.package import ModelInfo
 
     if not isinstance(info, ModelInfo):
-        return {"name": path.stem, "path": str(path), "error": str(info)}
+        return {"name": path.stem, "path": str(path), "store": _store_of(path), "error": str(info)}
     return {
-        "name": info.name, "path": str(path), "window_s": info.window_seconds, "hop_s": info.hop_seconds,
+        "name": info.name, "path": str(path), "store": _store_of(path), "window_s": info.window_seconds,
+        "hop_s": info.hop_seconds,
         "sample_rate": info.sample_rate, "embedding_dim": info.embedding_dim, "n_tags": info.n_tags,
         "source": info.source, "architecture": info.architecture, "input_kind": info.input_kind,
         "channels": info.channels,

@@ -11,10 +11,15 @@ import typer
 
 from mde.cli.console import err, out
 from mde.cli.embed import BACKEND_HELP, DEVICE_HELP
+from mde.runtime.defaults import DEFAULT_MODEL, DEFAULT_SCALE_MODELS
+
+_DEDICATED = ", ".join(f"{seconds:g} s {name}" for seconds, name in DEFAULT_SCALE_MODELS.items())
 
 SCALES_HELP = "Window lengths in seconds, comma-separated; each scale is served by its own model and hop."
-MODELS_HELP = ("Model for every scale (a stored name or an .onnx path), or SCALE:MODEL pairs like "
-               "0.5:fcn05,29:fcn29. Default: MTT_musicnn at each window length.")
+MODELS_HELP = ("Model for every scale (a stored or bundled name, or an .onnx path), or SCALE:MODEL pairs like "
+               f"0.5:fcn05,29:fcn29. Default: {_DEDICATED}, each at its own window, when all "
+               f"{len(DEFAULT_SCALE_MODELS)} are available (bundled with mde or stored); otherwise, and for other "
+               f"scales, {DEFAULT_MODEL} at each window length.")
 HOP_HELP = ("Seconds between frame starts: one value for every scale, or SCALE:HOP pairs like 0.5:0.25,3.7:1. "
             "Default: the window, at most 1 s.")
 
@@ -51,6 +56,9 @@ def stream(
     view: Optional[bool] = typer.Option(None, "--view/--no-view", help="Live table of the newest tags per scale on stderr (default: when stderr is a terminal)."),
 ) -> None:
     """Frame embeddings and tags at several window lengths (0.5, 3.7 and 29 s by default), live.
+
+    Without --models, the 0.5, 3.7 and 29 s scales are served by their dedicated models (see --models) when
+    all of these are available, bundled with mde or stored; otherwise every scale by the default model.
 
     Each window is emitted as soon as its last sample arrives, with exactly the frames 'mde embed --window W
     --hop H' computes for the same audio. Ctrl-C stops cleanly, prints a summary (frames, drops, latency)

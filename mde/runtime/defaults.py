@@ -1,7 +1,9 @@
-"""The default model, MTT_musicnn, imported from the musicnn package on first use.
+"""The default models: MTT_musicnn, imported from the musicnn package on first use, and the models of the
+three default stream scales (used once they are all available, bundled with mde or stored by the user).
 
 The import needs torch (to convert and export), which the runtime never imports: it runs as a separate
-``mde import musicnn`` process, so ``mde embed`` / ``mde tag`` stay torch-free.
+``mde import musicnn`` process, so ``mde embed`` / ``mde tag`` stay torch-free. A bundled or user-stored
+MTT_musicnn is used as it is, with no import.
 """
 
 from __future__ import annotations
@@ -10,26 +12,37 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from mde.errors import MdeError, ModelNotFound
-from mde.runtime import store
+
+# mde.runtime.store (numpy, through the metadata module) is imported where it is used: the command line reads
+# the names below for its help texts at startup, before any command runs.
 
 DEFAULT_MODEL = "MTT_musicnn"
 """Used when a command or ``load_model`` is given no model."""
+DEFAULT_SCALE_MODELS: Mapping[float, str] = MappingProxyType({0.5: "MTT_fcn05", 3.7: "MTT_fcn037", 29.0: "MTT_fcn29"})
+"""Window length (s) -> the model serving that scale when ``mde stream`` is given no model for it, each at its
+own native window. Used only when all three resolve (bundled with mde or stored); otherwise DEFAULT_MODEL
+serves every scale at the scale's length."""
 MUSICNN_INSTALL = "pip install --no-deps musicnn==0.1.0"
 TORCH_INSTALL = "pip install 'mde[export]'"
 
 
 def default_model_path(announce: Callable[[str], object] = print) -> Path:
-    """The stored default model, importing it from the installed musicnn package if needed.
+    """The default model (the user's stored one, else a bundled one), importing it from the installed musicnn
+    package into the user's store if neither exists.
 
     ``announce`` receives a one-line note before a first-use import starts.
     """
+    from mde.runtime import store
+
+    found = store.find(DEFAULT_MODEL)
+    if found is not None:
+        return found
     path = store.model_path(DEFAULT_MODEL)
-    if path.is_file():
-        return path
     missing = [hint for module, hint in (("musicnn", MUSICNN_INSTALL), ("torch", TORCH_INSTALL))
                if importlib.util.find_spec(module) is None]
     if missing:
@@ -54,6 +67,8 @@ def default_model_path(announce: Callable[[str], object] = print) -> Path:
 def _check_writable(folder: Path) -> None:
     """Create the store folder and prove it writable (a real write: root ignores permission bits), or
     raise MdeError with one line that says how to point MDE_HOME elsewhere."""
+    from mde.runtime import store
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

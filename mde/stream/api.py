@@ -18,7 +18,7 @@ from mde.runtime.extractor import Model
 from mde.runtime.limits import DEFAULT_BATCH_SIZE
 from mde.stream.engine import FrameSink, StreamEngine, StreamSummary
 from mde.stream.outputs import FrameCollector, StreamedArrays
-from mde.stream.scales import DEFAULT_SCALES, PerScale, Scale, pick, scale_grid
+from mde.stream.scales import DEFAULT_SCALES, PerScale, Scale, default_scale_models, pick, scale_grid
 from mde.stream.sources import AudioSource, FileSource
 
 
@@ -34,21 +34,28 @@ def load_scales(
 ) -> list[Scale]:
     """The served scales (window seconds), each with its model and frame grid.
 
-    models: one model name/path for every scale, or {scale: model}; None: the default model.
+    models: one model name/path for every scale, or {scale: model}. A scale given none is served by its
+      dedicated model at that model's own window (DEFAULT_SCALE_MODELS in mde.runtime.defaults: 0.5, 3.7
+      and 29 s) when all of those are available, bundled with mde or stored (see default_scale_models);
+      otherwise by the default model at the scale's length.
     hops: seconds between frame starts, one for every scale or {scale: hop}; None: the window, at most
       1 s. threads: inference threads per model (one session per model is shared by its scales).
     announce: receives a note when the default model is imported on first use.
     """
     loaded: dict[Path, Model] = {}  # one session per model file, whichever name reached it
+    dedicated = default_scale_models(scales)
     out = []
     for seconds in scales:
         name = pick(models, seconds, scales, "--models")
         hop = pick(hops, seconds, scales, "--hop")
+        native = name is None and seconds in dedicated
+        if native:
+            name = dedicated[seconds]
         path = default_model_path(announce=announce) if name is None else store.resolve(str(name))
         if path not in loaded:
             loaded[path] = Model(path, threads=threads, batch_size=batch_size, backend=backend, device=device)
         model = loaded[path]
-        grid = scale_grid(model, seconds, hop)  # type: ignore[arg-type]
+        grid = scale_grid(model, seconds, hop, native=native)  # type: ignore[arg-type]
         out.append(Scale(seconds, model, grid, model.output_names(model.info.embedding_output)))
     return out
 

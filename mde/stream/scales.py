@@ -1,8 +1,10 @@
 """Which windows a stream serves: scales (seconds), the model and hop of each, and how to parse them.
 
-Until dedicated 0.5 / 3.7 / 29 s models ship, every scale is served by the default model (MTT_musicnn,
-which takes any window length) at that window length. A model with a fixed window serves a scale only
-if its window is that long (within 10 %); the frames then have the model's own window.
+A scale given no model is served by its dedicated model (0.5, 3.7 and 29 s: DEFAULT_SCALE_MODELS in
+mde.runtime.defaults) at that model's own window when those models are all available, bundled with mde or
+stored; otherwise, and for any other scale, by the default model (MTT_musicnn, which takes any window
+length) at that window length. A model with a fixed window serves a scale only if its window is that
+long (within 10 %); the frames then have the model's own window.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from mde.errors import MdeError
+from mde.runtime import store
 from mde.runtime.chunker import FrameGrid, frame_grid
+from mde.runtime.defaults import DEFAULT_SCALE_MODELS
 from mde.runtime.extractor import Model, check_request
 
 DEFAULT_SCALES = (0.5, 3.7, 29.0)
@@ -107,10 +111,22 @@ def pick(setting: PerScale, scale: float, scales: Sequence[float], what: str) ->
     return setting.get(scale)
 
 
-def scale_grid(model: Model, seconds: float, hop: Optional[float]) -> FrameGrid:
-    """The frames ``model`` computes for a ``seconds`` scale with ``hop`` seconds (None: the default hop)."""
+def default_scale_models(scales: Sequence[float]) -> dict[float, str]:
+    """{scale: model name} for those of ``scales`` that have a dedicated default model (DEFAULT_SCALE_MODELS),
+    when all of those models resolve (bundled with mde or in the user's store); {} otherwise, so that the
+    default model serves every scale given no model."""
+    if any(store.find(name) is None for name in DEFAULT_SCALE_MODELS.values()):
+        return {}
+    return {seconds: DEFAULT_SCALE_MODELS[seconds] for seconds in scales if seconds in DEFAULT_SCALE_MODELS}
+
+
+def scale_grid(model: Model, seconds: float, hop: Optional[float], native: bool = False) -> FrameGrid:
+    """The frames ``model`` computes for a ``seconds`` scale with ``hop`` seconds (None: the default hop).
+
+    native: serve at the model's own window even if it accepts any length (a dedicated default-scale model).
+    """
     info = model.info
-    if info.variable_length:
+    if info.variable_length and not native:
         window: Optional[float] = seconds
     elif abs(info.window_seconds - seconds) <= 0.1 * seconds:
         window = None
