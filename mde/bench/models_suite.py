@@ -35,7 +35,7 @@ from mde.bench.suites import (
 from mde.errors import MdeError
 from mde.runtime import store
 from mde.runtime.backends.common import Backend
-from mde.runtime.package import ModelInfo, read_model_info
+from mde.runtime.package import DISTILL_SOURCE_PREFIX, ModelInfo, read_model_info
 
 SCALES = (0.5, 3.7, 29.0)
 QUICK_SCALES = (0.5, 3.7)
@@ -54,14 +54,48 @@ Method = Callable[[], object]
 
 
 def default_models(announce: Callable[[str], None]) -> list[Path]:
-    """The default model (imported on first use) and every first-seed model in the store."""
+    """The default model (imported on first use), every first-seed model and every distilled student in the
+    store (the shipped MTT_fcn05 / MTT_fcn037 / MTT_fcn29 among them)."""
     from mde.runtime.defaults import default_model_path
 
     paths = [default_model_path(announce=announce)]
     for path, info in store.list_models():
-        if isinstance(info, ModelInfo) and info.source.startswith(SEED_SOURCE_PREFIX) and path not in paths:
+        if isinstance(info, ModelInfo) and info.source.startswith((SEED_SOURCE_PREFIX, DISTILL_SOURCE_PREFIX)) \
+                and path not in paths:
             paths.append(path)
     return paths
+
+
+def cost_against(metrics: dict[str, dict], baseline: str, path: str) -> dict[str, dict]:
+    """Each other model's cost per second of audio over ``baseline``'s (the baseline's x real time over the
+    model's), for ``path`` rows (e.g. 'ORT fp32') at the same batch and the nearest of the baseline's
+    windows (within 10 %): row group -> {'model', 'window_s', 'baseline_window_s', 'batch', 'cost_ratio'}.
+    Below 1: cheaper than the baseline."""
+    base = {(m["window_s"], m["batch"]): m for m in metrics.values() if m["model"] == baseline and m["path"] == path}
+    costs = {}
+    for m in metrics.values():
+        if m["model"] == baseline or m["path"] != path:
+            continue
+        near = [key for key in base if key[1] == m["batch"] and abs(key[0] - m["window_s"]) <= 0.1 * m["window_s"]]
+        if not near:
+            continue
+        match = base[min(near, key=lambda key: abs(key[0] - m["window_s"]))]
+        costs[f"{m['model']} {m['window_s']:g} s x{m['batch']}"] = {
+            "model": m["model"], "window_s": m["window_s"], "baseline_window_s": match["window_s"],
+            "batch": m["batch"], "cost_ratio": round(match["x_real_time"] / m["x_real_time"], 3)}
+    return costs
+
+
+def cost_table(costs: dict[str, dict], baseline: str, path: str) -> str:
+    """:func:`cost_against`'s figures as a Markdown paragraph and table ('' when there are none)."""
+    if not costs:
+        return ""
+    lines = [f"Cost per second of audio against {baseline} ({path}, same batch, nearest window; below 1: "
+             "cheaper):", "", f"| model | window s | {baseline} window s | batch | cost ratio |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {c['model']} | {c['window_s']:g} | {c['baseline_window_s']:g} | {c['batch']} | "
+              f"{c['cost_ratio']:.3f} |" for c in costs.values()]
+    return "\n".join(lines)
 
 
 def model_paths(settings: BenchSettings) -> list[Path]:
@@ -276,6 +310,8 @@ def run(settings: BenchSettings) -> SuiteResult:
                         "gflops_per_s": round(gflops, 1) if gflops else None,
                         "percent_of_peak": round(100 * gflops / row_peak, 1) if gflops and row_peak else None,
                     }
+    baseline = read_model_info(model_paths(settings)[0]).name
+    costs = cost_against(metrics, baseline, reference)
     peak_sources = {"fp32": peak[False].source, "fp16": peak[True].source}
     text = (
         f"Threads: {settings.n_threads} (ORT intra-op and torch). One backend.run of a batch of log-mel (or "
@@ -289,6 +325,7 @@ def run(settings: BenchSettings) -> SuiteResult:
         "several per float32 lane. Peak: " + peak[False].source + "."
         + (f" Float16 peak: {peak[True].source}." if peak[True] is not peak[False] else "")
         + (" " + " ".join(notes.values()) if notes else "")
+        + ("\n\n" + cost_table(costs, baseline, reference) if costs else "")
     )
     return finish(
         settings, "models", f"Model inference: torch eager vs ONNX Runtime fp32 / int8 / fp16 ({settings.device})",
@@ -297,6 +334,6 @@ def run(settings: BenchSettings) -> SuiteResult:
                  Column("percent_of_peak", "% of peak", ".0f")],
         ratio_heading=f"time / {reference} (same group)",
         extra={"peak_gflops": {"fp32": peak[False].gflops, "fp16": peak[True].gflops}, "peak_source": peak_sources,
-               "threads_per_call": settings.n_threads, "reference": reference},
+               "threads_per_call": settings.n_threads, "reference": reference, "cost_against_first": costs},
         packages=("numpy", "onnxruntime", "onnx", "torch", "onnxconverter-common"), notes=text,
     )

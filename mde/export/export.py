@@ -41,7 +41,7 @@ from mde.export.progress import Progress, no_progress
 from mde.export.quantize import MIN_CALIBRATION_WINDOWS, Agreement, to_fp16, to_int8
 from mde.runtime import store
 from mde.runtime.band_norm import BandNorm
-from mde.runtime.package import JOINT_OUTPUT, TARGET_PREFIX, ModelInfo
+from mde.runtime.package import DISTILL_SOURCE_PREFIX, JOINT_OUTPUT, TARGET_PREFIX, ModelInfo
 from mde.runtime.tag_space import encode_graph
 
 MIN_OPSET = 17
@@ -201,7 +201,7 @@ def _run_source(run: Path, checkpoint: dict[str, Any]) -> str:
     record = checkpoint.get("distillation")
     if record is None:
         return f"mde train run {run}"
-    return f"mde distill run {run}, teacher {record['teacher']}"
+    return f"{DISTILL_SOURCE_PREFIX} run {run.name}, teacher {record['teacher']}"
 
 
 def _run_metrics(checkpoint: dict[str, Any]) -> dict[str, Any]:

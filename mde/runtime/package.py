@@ -31,6 +31,8 @@ MODEL_CHANNELS = (1, 2)
 """The audio channels a model may take: 1 (mono) or 2 (stereo)."""
 TARGET_PREFIX = "target_"
 """Outputs named ``target_<kind>`` hold a window's point in that target space (a similarity network's head)."""
+DISTILL_SOURCE_PREFIX = "mde distill"
+"""How the ``source`` of a distilled student's model file starts (its run folder's name and the teacher follow)."""
 JOINT_OUTPUT = "joint"
 """The output holding each window's point in a joint audio-tag space (JETATAG), which a tag encoder shares."""
 TAG_ENCODER_INPUT = "tags"
