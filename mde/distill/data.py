@@ -26,9 +26,8 @@ from mde.audio import find_audio_files
 from mde.distill.spans import StudentSpans, evaluation_anchors, student_spans
 from mde.distill.teacher import TeacherCache, TeacherGrid
 from mde.errors import MdeError
-from mde.runtime.chunker import cut_frames
 from mde.trainer.data.dataset import SPLITS, Clip, TaggingDataset
-from mde.trainer.data.loading import Source, pad_last_axis, split_clips
+from mde.trainer.data.loading import Source, split_clips
 
 FOLDER_SPLIT = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
 """How a folder's files are split (by a hash of the path relative to the folder)."""
@@ -97,10 +96,14 @@ class _Targets:
 
 
 def _cut(signal: np.ndarray, starts_seconds: np.ndarray, sample_rate: int, length: int) -> np.ndarray:
-    """float32 (windows, length) crops of ``signal`` at ``starts_seconds``, zero-padded past its end."""
+    """float32 (windows, length) crops of ``signal`` at ``starts_seconds``, zero-padded past its end (only the
+    crops are copied, never the whole signal)."""
     starts = np.round(starts_seconds * sample_rate).astype(np.int64)
-    padded = pad_last_axis(signal, int(starts.max()) + length)
-    return cut_frames(padded, starts, length)
+    windows = np.zeros((len(starts), length), np.float32)
+    for row, start in enumerate(starts):
+        piece = signal[start : start + length]
+        windows[row, : len(piece)] = piece
+    return windows
 
 
 class DistillCrops(Dataset):
