@@ -11,9 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import store_at  # noqa: E402
+
 from mde.distill import DistillConfig, DistillTrainer  # noqa: E402
 from mde.errors import MdeError  # noqa: E402
-from tests.conftest import store_at  # noqa: E402
 
 
 @pytest.fixture(scope="module")

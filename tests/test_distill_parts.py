@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_tone
 
 from mde.distill.agreement import pearson_rows, teacher_agreement, top_k_overlap
 from mde.distill.data import folder_split, load_unlabelled
 from mde.distill.spans import covered_windows, evaluation_anchors, student_spans
 from mde.distill.teacher import TeacherCache, TeacherGrid, fill_cache, open_cache
 from mde.errors import MdeError
-from tests.conftest import write_tone
 
 TEACHER_WINDOW, HOP = 3.0, 1.5
 
