@@ -105,15 +105,10 @@ class DistillTrainer(Trainer):
     def _embedding_term(self) -> bool:
         return self.config.embedding_weight > 0
 
-    @cached_property
-    def _train_crops(self) -> DistillCrops:
-        crops = DistillCrops(self._source, self.cache, self.spec.input_length, self.spec.sample_rate,
-                             seed=self.config.seed, crops_per_clip=self.config.crops_per_clip,
-                             embedding=self._embedding_term)
-        if len(crops) < self.config.batch_size:
-            raise MdeError(f"the train split gives {len(crops)} windows per epoch ({len(crops.clips)} clips), "
-                           f"fewer than one batch of {self.config.batch_size}")
-        return crops
+    def _make_train_crops(self) -> DistillCrops:
+        return DistillCrops(self._source, self.cache, self.spec.input_length, self.spec.sample_rate,
+                            seed=self.config.seed, crops_per_clip=self.config.crops_per_clip,
+                            embedding=self._embedding_term)
 
     def _eval_set(self, split: str) -> DistillEvalClips:
         return DistillEvalClips(self._source, split, self.cache, self.spec.input_length, self.spec.sample_rate,

@@ -344,15 +344,20 @@ class Trainer:
 
     @cached_property
     def _train_crops(self):
-        from mde.trainer.data.loading import TrainCrops
-
-        crops = TrainCrops(self._source, self.spec.input_length, self.spec.sample_rate, seed=self.config.seed,
-                           crops_per_clip=self.config.crops_per_clip, channels=self.spec.channels,
-                           targets=self._target_vectors)
+        """The training windows of every epoch (:meth:`_make_train_crops`), checked to fill one batch."""
+        crops = self._make_train_crops()
         if len(crops) < self.config.batch_size:
             raise MdeError(f"the train split gives {len(crops)} windows per epoch ({len(crops.clips)} clips), "
                            f"fewer than one batch of {self.config.batch_size}")
         return crops
+
+    def _make_train_crops(self):
+        """The random training crops of the train split (with a similarity network's target vectors)."""
+        from mde.trainer.data.loading import TrainCrops
+
+        return TrainCrops(self._source, self.spec.input_length, self.spec.sample_rate, seed=self.config.seed,
+                          crops_per_clip=self.config.crops_per_clip, channels=self.spec.channels,
+                          targets=self._target_vectors)
 
     def _train_loader(self) -> DataLoader:
         from mde.trainer.data.loading import train_loader
