@@ -31,7 +31,7 @@ def assert_one_line_error(proc, *fragments):
 @pytest.mark.parametrize(
     "command", [
         "embed", "tag", "models", "import seed", "import musicnn", "export", "train", "eval", "prepare", "synth",
-        "stream", "viz", "bench models", "index", "search", "distill", "corpus debian",
+        "stream", "viz", "bench models", "index", "search", "distill", "corpus debian", "probe",
     ]
 )
 def test_every_option_is_explained(command, tmp_path):

@@ -18,7 +18,21 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from mde.cli import bench, corpus, distill, embed, evaluate, export, models, search, stream, synth, train, viz
+    from mde.cli import (
+        bench,
+        corpus,
+        distill,
+        embed,
+        evaluate,
+        export,
+        models,
+        probe,
+        search,
+        stream,
+        synth,
+        train,
+        viz,
+    )
 
     bench.register(app)
     corpus.register(app)
@@ -26,6 +40,7 @@ def _register_commands() -> None:
     embed.register(app)
     export.register(app)
     models.register(app)
+    probe.register(app)
     search.register(app)
     stream.register(app)
     synth.register(app)
