@@ -100,43 +100,14 @@ class _Counter:
 # --- the probe ranks a trained model above an untrained one ---------------------------------------------------
 
 @pytest.fixture(scope="module")
-def fcn05_models(synth_corpus, tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(trained .onnx, untrained .onnx, probe manifest): fcn05 trained on ``synth_corpus`` long enough to learn
-    something, its final and its initial weights exported, and a fresh corpus (seed 1, 60/30/30 clips) to
-    probe them on.
-
-    conftest's ``fcn05_run`` (1 epoch, 4 steps) has not learned yet (its own test ROC-AUC is about 0.5, and
-    probed on a fresh corpus its embedding scores below its initial weights'), and a random FCN is a strong
-    baseline for a linear probe (0.83 test ROC-AUC here). Eight epochs of one crop per clip at lr 1e-2 (64
-    steps, a few seconds) do learn (about 0.89), and the final weights are exported rather than best.pt,
-    whose choice by the 8 valid clips is noise at this size.
-    """
-    pytest.importorskip("torch")
-    import torch
-
-    from mde.export.export import export_model
-    from mde.trainer.config import TrainConfig
+def fcn05_models(pretrained_fcn05, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(trained .onnx, untrained .onnx, probe manifest): conftest's ``pretrained_fcn05`` and a fresh corpus
+    (seed 1, 60/30/30 clips) to probe them on."""
     from mde.trainer.data.synth import synthesize_corpus
-    from mde.trainer.loop import train
 
-    root = tmp_path_factory.mktemp("probe-fcn05")
-    run = root / "run"
-    checkpoints = run / "checkpoints"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny run: on busy cores a thread pool's spinning makes it many times slower
-    try:
-        train(TrainConfig(model="fcn05", dataset="manifest", data=str(synth_corpus), out=str(run), epochs=8,
-                          batch_size=8, crops_per_clip=1, lr=1e-2, device="cpu", eval_crops=4, seed=0))
-        final = torch.load(checkpoints / "best.pt", weights_only=False)  # best.pt's format, the last weights
-        final["model"] = torch.load(checkpoints / "last.pt", weights_only=False)["model"]
-        torch.save(final, checkpoints / "final.pt")
-        export_model(checkpoints / "final.pt", root / "trained.onnx")
-        export_model(checkpoints / "initial.pt", root / "untrained.onnx")
-    finally:
-        torch.set_num_threads(threads)
-    probe_data = synthesize_corpus(root / "probe-synth", 120, seed=1, seconds=2.0, engine="numpy",
-                                   splits=(0.5, 0.25, 0.25))
-    return root / "trained.onnx", root / "untrained.onnx", probe_data
+    probe_data = synthesize_corpus(tmp_path_factory.mktemp("probe-fcn05") / "probe-synth", 120, seed=1, seconds=2.0,
+                                   engine="numpy", splits=(0.5, 0.25, 0.25))
+    return pretrained_fcn05["trained"], pretrained_fcn05["untrained"], probe_data
 
 
 def test_probe_ranks_a_trained_model_above_an_untrained_one(fcn05_models, tmp_path):
@@ -334,10 +305,11 @@ def test_bad_input_is_one_line(tones, args, fragment):
 
 
 def test_the_command_explains_every_option_and_imports_no_torch(tones, tmp_path):
-    """A real ``mde probe`` process: an unknown model is one line on stderr, a probe runs without torch."""
+    """A real ``mde probe`` process: an unknown model is one line on stderr, a probe runs without torch. (Run
+    outside the checkout, as the installed package: the source tree's ``mde`` has no compiled front end in CI.)"""
     env = {**os.environ, "COLUMNS": "200", "MDE_HOME": str(tmp_path / "home")}
     helped = subprocess.run([sys.executable, "-m", "mde", "probe", "--help"], capture_output=True, text=True,
-                            env=env, timeout=120)
+                            env=env, timeout=120, cwd=tmp_path)
     assert helped.returncode == 0
     for option in ("--dataset", "--data", "--layer", "--pool", "--single-label", "--out", "--cache", "--markdown",
                    "--json", "--threads"):
@@ -346,14 +318,14 @@ def test_the_command_explains_every_option_and_imports_no_torch(tones, tmp_path)
               "try:\n    main()\nfinally:\n    print('torch loaded' if 'torch' in sys.modules else 'no torch', "
               "file=sys.stderr)\n")
     ran = subprocess.run([sys.executable, "-c", script, "probe", str(tones["a"]), "--dataset", "manifest", "--data",
-                          str(tones["multi"])], capture_output=True, text=True, env=env, timeout=120)
+                          str(tones["multi"])], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert ran.stderr.strip().endswith("no torch")
     assert "test ROC-AUC" in ran.stdout and "test PR-AUC" in ran.stdout and "linear probes on multi.csv" in ran.stdout
     table = [line for line in ran.stdout.splitlines() if str(tones["a"]) in line]
     assert len(table) == 2 and "meanmax" in table[1], ran.stdout  # a row per pooling
     unknown = subprocess.run([sys.executable, "-m", "mde", "probe", "nosuchmodel", "--dataset", "manifest", "--data",
-                              str(tones["multi"])], capture_output=True, text=True, env=env, timeout=120)
+                              str(tones["multi"])], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert unknown.returncode == 1
     lines = unknown.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mde: error: unknown model 'nosuchmodel'"), unknown.stderr

@@ -53,7 +53,7 @@ def _default(name: str) -> str:
 
 
 def train(
-    model: str = typer.Option(..., "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg (log-mel); soundnet, music2vec, samplecnn (with --block), jetatag (with --encoder) (waveform); schindler (stereo log-mel, learns an embedding from tag sets or text: see --targets, --loss)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Architecture from the registry: fcn, fcn05, shortchunk_res, shortchunk, crnn, musicnn, musicnn_vgg (log-mel); soundnet, music2vec, samplecnn (with --block), jetatag (with --encoder) (waveform); schindler (stereo log-mel, learns an embedding from tag sets or text: see --targets, --loss). Required unless --init gives it."),
     dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     out_dir: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, logs and metrics.json."),
@@ -87,12 +87,17 @@ def train(
     targets: Optional[str] = typer.Option(None, "--targets", help=f"Similarity networks: the target spaces, tags (each clip's tag set), text (its free text: a manifest's text column) or tags,text (one head each); TF-IDF + LSI fitted on the train split, kept in the run's targets/ folder. {_default('targets')}"),
     topics: Optional[int] = typer.Option(None, "--topics", help=f"Similarity networks: topics (LSI dimensions) per target space, fewer when the train split's vocabulary is smaller. {_default('topics')}"),
     triplet_aggregation: Optional[str] = typer.Option(None, "--triplet-aggregation", help=f"--loss triplet/both: each anchor's hardest (farthest) positive, or the mean of its positive distances. {_default('triplet_aggregation')}"),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this pretrained tagger instead of a fresh network: a stored model (a name from 'mde models', e.g. MTT_musicnn or MTT_fcn05, or an .onnx path: its weights are imported into the registry's torch network), a training run folder (its best checkpoint) or a .pt checkpoint. Its front end and backbone are kept, a new head (--head) learns this dataset's tags; --model may be left out. The exported model's metadata records the lineage."),
+    head: Optional[str] = typer.Option(None, "--head", help="With --init: the new head on the backbone's embedding, linear (one layer) or mlp (a hidden layer as wide as the embedding, ReLU, dropout 0.5). (default: linear)"),
+    freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="With --init: train the head alone, the backbone frozen (bit-identical, its BatchNorm statistics and dropout as at inference): a linear probe with the network's own training loop."),
+    unfreeze_after: Optional[int] = typer.Option(None, "--unfreeze-after", help="With --init: freeze the backbone for the first N epochs (the head learns alone), then fine-tune the whole network (backbone at --backbone-lr). Implies --freeze-backbone for those epochs.", metavar="N"),
+    backbone_lr: Optional[float] = typer.Option(None, "--backbone-lr", help="With --init: the backbone's learning rate whenever it trains (the head's is --lr). (default: --lr)"),
     workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     seed: int = typer.Option(0, "--seed", help="Random seed (crops, shuffling, initialization)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (--epochs may be raised)."),
 ) -> None:
-    """Train a model; the best checkpoint (by validation ROC-AUC, accuracy, or a similarity network's retrieval mAP) is evaluated on the test split.
+    """Train a model, from scratch or fine-tuned from a pretrained one (--init); the best checkpoint (by validation ROC-AUC, accuracy, or a similarity network's retrieval mAP) is evaluated on the test split.
 
     Training settings left out come from the model family's recipe (its source's training, see the README's recipes), else the defaults shown; config.json in the run folder keeps the values used.
     """
@@ -100,13 +105,29 @@ def train(
     from mde.trainer.config import TrainConfig
     from mde.trainer.loop import Trainer
 
+    fine_tuning = {"--head": head, "--freeze-backbone": freeze_backbone or None, "--unfreeze-after": unfreeze_after,
+                   "--backbone-lr": backbone_lr}
+    if init is None and any(value is not None for value in fine_tuning.values()):
+        raise MdeError(f"{next(k for k, v in fine_tuning.items() if v is not None)} applies with --init only")
+    architecture = _model_name(model, block, encoder) if model is not None else None
+    if init is not None:
+        from mde.trainer.warm_start import init_architecture
+
+        held = init_architecture(init)
+        if architecture not in (None, held):
+            raise MdeError(f"--init {init} holds a {held} network, not --model {architecture} (leave --model out)")
+        architecture = held
+    if architecture is None:
+        raise MdeError("give --model (an architecture) or --init (a pretrained model to start from)")
+
     given = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
         "schedule": schedule, "gamma": gamma, "switch_epoch": switch_epoch, "switch_lr": switch_lr,
         "grad_clip": grad_clip, "early_stop": early_stop, "single_label": single_label, "precise_bn": precise_bn,
         "joint_embedding": joint_embedding, "stage1_epochs": stage1_epochs, "merge_synonyms": merge_synonyms,
         "mtat_split": mtat_split, "loss": loss, "targets": targets, "topics": topics,
-        "triplet_aggregation": triplet_aggregation,
+        "triplet_aggregation": triplet_aggregation, "init": init, "head": head, "unfreeze_after": unfreeze_after,
+        "backbone_lr": backbone_lr, "freeze_backbone": freeze_backbone or None,
     }
     if dataset != "mtat" and (merge_synonyms or mtat_split is not None):
         raise MdeError(f"--{'merge-synonyms' if merge_synonyms else 'mtat-split'} applies to --dataset mtat only")
@@ -126,12 +147,13 @@ def train(
     if dataset == "gtzan":
         settings["single_label"] = True
     config = TrainConfig.for_model(
-        _model_name(model, block, encoder), dataset=dataset, data=str(data), out=str(out_dir),
+        architecture, dataset=dataset, data=str(data), out=str(out_dir),
         cache=str(cache) if cache else None, memory_budget=memory_budget,
         workers=workers, device=device, seed=seed, **settings,
     )
     trainer = Trainer(config, resume=resume)
-    err.print(f"training {config.model} on {trainer.device} ({trainer.data.dataset.name}: "
+    start = f" from {init} ({config.head} head)" if init else ""
+    err.print(f"training {config.model}{start} on {trainer.device} ({trainer.data.dataset.name}: "
               + ", ".join(f"{k} {len(v)}" for k, v in trainer.data.dataset.splits.items()) + " clips)")
     run_with_progress(trainer)
 

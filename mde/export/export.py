@@ -151,17 +151,16 @@ def _load_run(best: Path, run_name: str):
     """(network with the run's best weights, metadata) of a training run's best checkpoint."""
     import torch
 
-    from mde.trainer.models import get_model_spec
+    from mde.trainer.models.heads import build_network
     from mde.trainer.run_dir import RunDir
+    from mde.trainer.warm_start import spec_of_payload
 
     if not best.is_file():
         raise MdeError(f"{best.parent.parent}: no checkpoints/best.pt (is this a training run folder?)")
     checkpoint = RunDir(best.parent.parent).load_checkpoint(best)
-    spec = get_model_spec(checkpoint["architecture"])
-    if "input_length" in checkpoint:  # a distilled student trained at another window (mde distill --window)
-        spec = dataclasses.replace(spec, input_length=int(checkpoint["input_length"]))
+    spec = spec_of_payload(checkpoint)  # at its own window: a distilled student's (--window), a fine-tuned one's
     tag_names = tuple(checkpoint["tag_names"])
-    network = spec.factory(n_tags=len(tag_names), **checkpoint.get("network_args", {}))
+    network = build_network(spec, len(tag_names), checkpoint.get("network_args"), checkpoint.get("head"))
     network.load_state_dict(checkpoint["model"])
     network.eval()
     joint = _trained_joint_space(best.parent.parent)
@@ -183,6 +182,7 @@ def _load_run(best: Path, run_name: str):
         patch_frames=patch,
         variable_length=spec.variable_length, metrics=_run_metrics(checkpoint),
         band_norm=BandNorm.from_dict(checkpoint["band_norm"]) if checkpoint.get("band_norm") else None,
+        lineage=checkpoint.get("lineage", {}),
     )
     with torch.no_grad():
         sizes = {k: int(v.shape[1]) for k, v in network(torch.from_numpy(example_inputs(info, 1))).items()}

@@ -41,6 +41,9 @@ How the initializers are mapped (by graph structure, never by initializer order 
   projector and tag encoder in a model exported without the joint space) keep the fresh network's
   initialisation and are listed in :attr:`ImportedNetwork.fresh`. A model with a joint tag space also has
   its tag encoder graph (in the metadata) mapped onto the network's ``tag_encoder``.
+* Fine-tuned models. A model whose metadata lineage has a 'head' (``mde train --init``) is built as that
+  :class:`~mde.trainer.models.heads.HeadedNetwork` (the registry network as ``backbone``, its old classifier
+  unused and so listed in ``fresh``, and the new ``head``); the scopes then start ``backbone`` and ``head``.
 * Shared architecture names. When several registry entries carry the metadata's architecture (none do at
   present), those whose input (kind, rate, channels, framing, front end, input transform) and objective
   fit the metadata are tried in registry order, and the first whose weights map and whose outputs match
@@ -179,12 +182,14 @@ def _import(spec: ModelSpec, info: ModelInfo, graph: Any, session: Any, windows:
             origin: str) -> ImportedNetwork:
     """Build ``spec``'s network, map ``graph`` onto it and check it against ONNX Runtime."""
     from mde.export.examples import example_inputs
+    from mde.trainer.models.heads import build_network
 
     if info.window_samples != spec.input_length and info.framing == "audio_windows":
         spec = dataclasses.replace(spec, input_length=info.window_samples)  # as the export of a distilled student
     try:
-        network = spec.factory(**network_args(spec, info)).eval()
-    except (TypeError, ValueError, RuntimeError) as exc:
+        args = network_args(spec, info)
+        network = build_network(spec, args.pop("n_tags"), args, info.lineage.get("head")).eval()
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"{origin}: cannot build {spec.name} for it: {_one_line(exc)}") from None
     inputs = example_inputs(info, max(1, windows))
     pairs = _conv_bn_pairs(network, inputs[:1], origin)

@@ -77,6 +77,10 @@ class ModelInfo:
     text_spaces: for a model trained on text targets (Schindler et al.), kind ('tags', 'text') -> the
       fitted TF-IDF + LSI space as base64 text (:meth:`mde.runtime.text_space.TextSpace.to_base64`), whose
       points are comparable by cosine with the model's ``target_<kind>`` output; {} for other models.
+    lineage: for a model fine-tuned from another (``mde train --init``), what it was initialised from: the
+      source ('init', 'kind', 'path', 'sha256', 'architecture', 'tags', and the source's own lineage as
+      'parent'), the new head ('head': {'kind', 'backbone_tags'[, 'backbone_head']}, which importing the
+      weights back into torch needs) and 'freeze_backbone', 'unfreeze_after', 'backbone_lr'; {} otherwise.
 
     Metadata read from a file is checked by :meth:`from_json` (types, ranges, tag names against the
     tags output) and, on load, by :func:`check_graph` (against the graph's input and output shapes).
@@ -106,6 +110,7 @@ class ModelInfo:
     tag_encoder: Optional[str] = None
     band_norm: Optional[BandNorm] = None
     text_spaces: dict[str, str] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -233,6 +238,8 @@ def _metadata_problem(info: ModelInfo) -> str | None:
     lacking = [kind for kind in spaces if f"{TARGET_PREFIX}{kind}" not in info.outputs]
     if lacking:
         return f"text_spaces: no output {TARGET_PREFIX}{lacking[0]} for the {lacking[0]!r} space"
+    if not isinstance(info.lineage, dict) or not isinstance(info.lineage.get("head", {}), dict):
+        return "lineage must be a JSON object (its head one too)"
     if info.tag_encoder is not None:
         if not isinstance(info.tag_encoder, str):
             return f"tag_encoder must be base64 text, got {type(info.tag_encoder).__name__}"

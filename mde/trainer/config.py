@@ -15,6 +15,8 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("none", "plateau", "step", "adam_then_sgd")
 SIMILARITY_LOSSES = ("cosine", "triplet", "both")
 TARGET_KINDS = ("tags", "text")
+HEADS = ("linear", "mlp")
+"""The new heads of a fine-tuning run (see mde.trainer.models.heads)."""
 TRIPLET_AGGREGATIONS = ("hardest", "mean")
 """Each anchor's positive distance in the triplet loss: its farthest positive, or the mean of its positives."""
 
@@ -64,6 +66,12 @@ class TrainConfig:
       embedding (positives: target cosine > 0.9; with several targets one term each), or 'both' (their sum);
       ``targets`` the comma-separated target spaces ('tags', 'text', 'tags,text'), each TF-IDF + LSI of at
       most ``topics`` topics fitted on the train split; ``triplet_aggregation`` 'hardest' or 'mean' positive.
+    init, head, freeze_backbone, unfreeze_after, backbone_lr: fine-tuning (:mod:`mde.trainer.warm_start`):
+      ``init`` the pretrained source (a stored model's name or .onnx path, a run folder or a .pt checkpoint;
+      None: a fresh network), whose network becomes the backbone under a new ``head`` ('linear' or 'mlp');
+      ``freeze_backbone`` trains the head alone (the backbone frozen, in evaluation mode) for the whole run,
+      or for the first ``unfreeze_after`` epochs (which implies it), after which the whole network trains;
+      the backbone learns at ``backbone_lr`` (None: ``lr``) whenever it trains, the head at ``lr``.
     """
 
     model: str
@@ -104,6 +112,11 @@ class TrainConfig:
     targets: str = "tags"
     topics: int = 340
     triplet_aggregation: str = "hardest"
+    init: Optional[str] = None
+    head: str = "linear"
+    freeze_backbone: bool = False
+    unfreeze_after: Optional[int] = None
+    backbone_lr: Optional[float] = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -135,10 +148,26 @@ class TrainConfig:
             (self.topics >= 1, f"topics must be at least 1, got {self.topics}"),
             (self.triplet_aggregation in TRIPLET_AGGREGATIONS,
              f"triplet aggregation must be {' or '.join(TRIPLET_AGGREGATIONS)}, got {self.triplet_aggregation!r}"),
+            (self.head in HEADS, f"head must be one of {', '.join(HEADS)}, got {self.head!r}"),
+            (self.unfreeze_after is None or self.unfreeze_after >= 1,
+             f"unfreeze after must be at least 1 epoch, got {self.unfreeze_after}"),
+            (self.backbone_lr is None or self.backbone_lr > 0,
+             f"the backbone learning rate must be positive, got {self.backbone_lr}"),
+            (self.init is not None or not (self.freeze_backbone or self.unfreeze_after or self.backbone_lr),
+             "--freeze-backbone, --unfreeze-after and --backbone-lr fine-tune a pretrained network: give --init"),
+            (self.init is None or not self.joint_embedding,
+             "--init fine-tunes a tagger; JETATAG's joint-embedding stage (--je) trains from scratch"),
         ]
         for ok, message in checks:
             if not ok:
                 raise MdeError(message)
+
+    @property
+    def frozen_epochs(self) -> int:
+        """Epochs at the start of a fine-tuning run during which the backbone is frozen (0: none)."""
+        if self.unfreeze_after is not None:
+            return min(self.unfreeze_after, self.epochs)
+        return self.epochs if self.freeze_backbone else 0
 
     @property
     def target_kinds(self) -> tuple[str, ...]:

@@ -82,13 +82,15 @@ def report_metrics(metrics: dict[str, Any], class_names: Sequence[str]) -> dict[
 def checkpoint_network(payload: dict[str, Any], device: torch.device) -> tuple[Any, nn.Module, nn.Module]:
     """(the registry spec, the network in eval mode with the weights loaded, its input stage), both on
     ``device``, from a checkpoint payload (best.pt, initial.pt: 'architecture', 'tag_names', 'model',
-    'band_norm' for a network whose input is standardised per band, 'network_args' for the factory)."""
+    'band_norm' for a network whose input is standardised per band, 'network_args' for the factory, 'head'
+    and 'input_length' for a fine-tuned network)."""
     from mde.runtime.band_norm import BandNorm
     from mde.trainer.frontend import network_input
-    from mde.trainer.models import get_model_spec
+    from mde.trainer.models.heads import build_network
+    from mde.trainer.warm_start import spec_of_payload
 
-    spec = get_model_spec(payload["architecture"])
-    net = spec.factory(n_tags=len(payload["tag_names"]), **payload.get("network_args", {}))
+    spec = spec_of_payload(payload)
+    net = build_network(spec, len(payload["tag_names"]), payload.get("network_args"), payload.get("head"))
     net.load_state_dict(payload["model"])
     norm = BandNorm.from_dict(payload["band_norm"]) if payload.get("band_norm") else None
     return spec, net.to(device).eval(), network_input(spec, norm).to(device)

@@ -25,8 +25,10 @@ from mde.trainer.data.dataset import TaggingDataset
 from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips, selection_score
 from mde.trainer.frontend import network_input
 from mde.trainer.models import ModelSpec, get_model_spec
+from mde.trainer.models.heads import build_network
 from mde.trainer.run_dir import RunDir
-from mde.trainer.stages import Stage, check_joint_network, stage_at, stage_plan, trainable_parameters
+from mde.trainer.stages import Stage, check_joint_network, frozen_part, stage_at, stage_plan, trainable_parameters
+from mde.trainer.warm_start import WarmStart
 
 AUTO_CACHE = "auto"
 """``cache`` value for a temporary feature cache in the run folder when the audio is over the memory budget."""
@@ -115,16 +117,23 @@ class Trainer:
         self.config = config
         self.run_dir = RunDir(config.out)
         self.device = resolve_device(config.device)
-        self.spec: ModelSpec = self._model_spec()
+        self.warm_start: Optional[WarmStart] = WarmStart.of(config, self.run_dir, resume) if config.init else None
+        self.spec: ModelSpec = self.warm_start.spec if self.warm_start else self._model_spec()
         seed_everything(config.seed)
         self.data = self._load_data()
         self.single_label = self.data.dataset.single_label
         self.targets = self._fit_targets(resume) if self.spec.objective == "similarity" else None
-        self.net = self.spec.factory(n_tags=len(self.tag_names), **self._network_args).to(self.device)
+        head = self.warm_start.head if self.warm_start else None
+        self.net = build_network(self.spec, len(self.tag_names), self._network_args, head)
+        if self.warm_start and self.warm_start.backbone_state is not None:
+            self.net.get_submodule("backbone").load_state_dict(self.warm_start.backbone_state)
+        self.net.to(self.device)
         if config.joint_embedding:
             check_joint_network(self.net, config.model)
         self.band_norm: Optional[BandNorm] = None  # fitted on the train split first (spec.band_norm), or resumed
         self.frontend = network_input(self.spec).to(self.device)
+        if self.warm_start and self.warm_start.band_norm:
+            self._use_band_norm(self.warm_start.band_norm)  # the pretrained network's own, never refitted
         self.stages = stage_plan(config)
         self.epoch = 0
         self._enter_stage(self.stages[0])
@@ -236,6 +245,7 @@ class Trainer:
             "network_args": self._network_args,
             "epoch": self.epoch,
             "valid": scalar_metrics(metrics),
+            **(self.warm_start.payload() if self.warm_start else {}),
         }
 
     def _optimizer_kind(self, stage_epoch: int) -> str:
@@ -262,9 +272,19 @@ class Trainer:
         """What the optimizer may update (those with ``requires_grad``): the network's parameters."""
         return list(self.net.parameters())
 
-    def _build_optimizer(self, kind: str) -> None:
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups of what trains now: one, or for a fine-tuning run with
+        ``backbone_lr`` the head's (first: its lr is the one logged) and the backbone's at that rate."""
         params = [p for p in self._parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.config, params, kind)
+        if self.config.backbone_lr is None or self.warm_start is None:
+            return [{"params": params}]
+        backbone = {id(p) for p in self.net.get_submodule("backbone").parameters()}
+        groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in backbone]},
+                  {"params": [p for p in params if id(p) in backbone], "lr": self.config.backbone_lr}]
+        return [group for group in groups if group["params"]]
+
+    def _build_optimizer(self, kind: str) -> None:
+        self.optimizer = build_optimizer(self.config, self._param_groups(), kind)
         self.scheduler = build_scheduler(self.config, self.optimizer)
         if self.scheduler is not None and hasattr(self.scheduler, "last_epoch"):
             self.scheduler.last_epoch = self._stage_epoch
@@ -501,8 +521,9 @@ class Trainer:
     def _train_epoch(self, on_batch: Optional[BatchCallback]) -> tuple[float, int]:
         """The mean training loss of one epoch and the number of windows it trained on."""
         self.net.train()
-        if self.stage.name == "classifier":
-            self.net.get_submodule("encoder").eval()  # frozen: BatchNorm statistics, dropout as at inference
+        frozen = frozen_part(self.net, self.stage)
+        if frozen is not None:
+            frozen.eval()  # BatchNorm statistics and dropout as at inference
         loader = self._train_loader()
         total, count = 0.0, 0
         for step, (waveforms, labels) in enumerate(loader):
@@ -563,7 +584,7 @@ class Trainer:
                 started = time.perf_counter()
                 train_loss, windows = self._train_epoch(on_batch)
                 train_seconds = time.perf_counter() - started
-                if self.config.precise_bn and self.stage.name != "classifier":  # (that stage's encoder is frozen)
+                if self.config.precise_bn and frozen_part(self.net, self.stage) is None:  # (a frozen part keeps its)
                     self._recompute_batchnorm()
                 valid = self.evaluate("valid")
                 self.epoch += 1
