@@ -7,6 +7,7 @@ one test trains fcn05 a little and checks that probing ranks it above its own in
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -119,6 +120,32 @@ def test_probe_ranks_a_trained_model_above_an_untrained_one(fcn05_models, tmp_pa
     assert report.splits == {"train": 60, "valid": 30, "test": 30}
     for pool in ("mean", "meanmax"):
         assert auc[str(trained), pool] > auc[str(untrained), pool], auc
+
+
+def test_a_probe_of_shuffled_labels_scores_near_chance(fcn05_models, tmp_path):
+    """The control: the same embeddings with every clip's tags given to another clip (within its split)
+    carry no signal, so the probe's test ROC-AUC falls to about 0.5 (a leak of test labels into the fit or
+    the choice of C would keep it high)."""
+    from mde.probe import probe
+
+    trained, _, manifest = fcn05_models
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid", "test"):
+        members = [row for row in rows if row["split"] == split]
+        for row, shuffled in zip(members, rng.permutation([row["tags"] for row in members])):
+            row["tags"] = str(shuffled)
+    shuffled_manifest = manifest.parent / "shuffled.csv"  # beside the manifest: its relative paths still hold
+    with open(shuffled_manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    real = probe([trained], _dataset(manifest), cache=tmp_path / "cache", threads=1)
+    control = probe([trained], _dataset(shuffled_manifest), cache=tmp_path / "cache", threads=1)
+    for real_row, control_row in zip(real.rows, control.rows):
+        assert abs(control_row.fit.test["roc_auc"] - 0.5) < 0.12, control_row.fit.test
+        assert real_row.fit.test["roc_auc"] > control_row.fit.test["roc_auc"] + 0.2
 
 
 # --- features: one decode per file, the cache --------------------------------------------------------------------
