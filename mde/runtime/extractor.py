@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -145,14 +146,19 @@ class Model:
         self.backend = make_backend(path, backend=backend, device=device, threads=threads)
         self.info: ModelInfo = self.backend.info
         self.path = Path(path)
-        self.batch_size = batch_size
-        self.inputs = input_stage(self.info, threads=threads or 1)
+        self.preparer = ClipPreparer(self.info, threads, batch_size)
+        self.inputs = self.preparer.inputs
         self._tag_encoder: Optional[TagEncoder] = None
         self._text_spaces: dict[str, TextSpace] = {}
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    @property
+    def batch_size(self) -> int:
+        """Frames per inference call (capped at MAX_CALL_SECONDS of audio per call)."""
+        return self.preparer.batch_size
 
     @property
     def has_tag_encoder(self) -> bool:
@@ -242,26 +248,99 @@ class Model:
         ClipTooShort
             The clip is shorter than one window and ``pad`` is False.
         """
-        layer = layer or self.info.embedding_output
-        grid = check_request(self.info, layer=layer, window=window, hop=hop)
-        outputs = self.output_names(layer)
-        samples, source = self._samples(audio, sr)
-        duration = len(samples) / self.info.sample_rate
-        samples, padded = self._padded(samples, grid, pad, source)
-        starts, values = self._run_frames(samples, grid, outputs)
-        check_finite_outputs(values, source or "array", self.name)
+        return self.infer(self.preparer.prepare(audio, sr=sr, hop=hop, pad=pad, layer=layer, window=window))
+
+    def infer(self, clip: PreparedClip) -> EmbeddingResult:
+        """The second half of :meth:`embed`: run the network on a clip that :class:`ClipPreparer` (this
+        model's, or one made from the same metadata in another process) prepared. ModelError for NaN or
+        infinity in an output."""
+        outputs = self.output_names(clip.layer)
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+        for batch in clip.batches:
+            for name, value in self.backend.run(batch, outputs).items():
+                parts[name].append(value)
+        values = {
+            name: np.concatenate(chunks) if chunks else np.zeros((0, self.info.outputs[name]), np.float32)
+            for name, chunks in parts.items()
+        }
+        check_finite_outputs(values, clip.source or "array", self.name)
         tags_name = self.info.tags_output
         return EmbeddingResult(
-            timestamps=starts * grid.unit_seconds,
-            embedding=values[layer],
+            timestamps=clip.starts * clip.unit_seconds,
+            embedding=values[clip.layer],
             tags=values.get(tags_name) if tags_name else None,
             tag_names=self.info.tag_names,
             info=self.info,
-            layer=layer,
-            padded=padded,
-            duration=duration,
-            source=source,
+            layer=clip.layer,
+            padded=clip.padded,
+            duration=clip.duration,
+            source=clip.source,
         )
+
+    def output_names(self, layer: str) -> list[str]:
+        """The outputs to run for ``layer`` (ModelError if the model has none): it, then the tags."""
+        check_request(self.info, layer=layer)
+        names = [layer]
+        if self.info.tags_output and self.info.tags_output != layer:
+            names.append(self.info.tags_output)
+        return names
+
+
+@dataclass(frozen=True)
+class PreparedClip:
+    """A clip made ready for the network by :meth:`ClipPreparer.prepare` (the first half of
+    :meth:`Model.embed`; :meth:`Model.infer` is the second).
+
+    starts: frame starts in grid units (samples, or log-mel frames for mel-patch models); ``unit_seconds``
+      converts them to seconds.
+    batches: the network inputs of the frames, at most ``frames_per_call`` frames per array, in frame order
+      (computed lazily as they are iterated, unless made a list: see :meth:`materialized`).
+    layer: the output returned as the embedding.
+    duration: seconds of the decoded clip (before padding); padded: whether it was zero-padded to one window.
+    source: the file's path, or None for an array.
+    """
+
+    starts: np.ndarray
+    unit_seconds: float
+    batches: Iterable[np.ndarray]
+    layer: str
+    duration: float
+    padded: bool
+    source: Optional[str]
+
+    def materialized(self) -> PreparedClip:
+        """The same clip with every batch computed now (to send it to another process)."""
+        return dataclasses.replace(self, batches=list(self.batches))
+
+
+class ClipPreparer:
+    """Decoding, resampling, padding, framing and the input stage (the C front end or the input transform)
+    of one model, everything :meth:`Model.embed` does before inference; needs only the model's metadata,
+    no inference session (so that it can run in processes that hold none).
+
+    threads: the front end's kernel threads (None: 1). batch_size: frames per inference call (capped at
+    MAX_CALL_SECONDS of audio per call).
+    """
+
+    def __init__(self, info: ModelInfo, threads: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE):
+        self.info = info
+        self.batch_size = batch_size
+        self.inputs = input_stage(info, threads=threads or 1)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def prepare(self, audio: AudioInput, sr: Optional[int] = None, hop: Optional[float] = None, pad: bool = True,
+                layer: Optional[str] = None, window: Optional[float] = None) -> PreparedClip:
+        """The clip ``audio`` ready for inference; arguments and errors (but the model's NaN) as :meth:`Model.embed`."""
+        layer = layer or self.info.embedding_output
+        grid = check_request(self.info, layer=layer, window=window, hop=hop)
+        samples, source = self._samples(audio, sr)
+        duration = len(samples) / self.info.sample_rate
+        samples, padded = self._padded(samples, grid, pad, source)
+        starts, batches = frame_inputs(samples, grid, self.inputs, frames_per_call(grid, self.batch_size))
+        return PreparedClip(starts, grid.unit_seconds, batches, layer, duration, padded, source)
 
     def _samples(self, audio: AudioInput, sr: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
         rate, channels = self.info.sample_rate, self.info.channels
@@ -290,29 +369,6 @@ class Model:
                 f"{grid.window_seconds:g} s window of {self.name}"
             )
         return pad_to_length(samples, grid.min_samples)
-
-    def output_names(self, layer: str) -> list[str]:
-        """The outputs to run for ``layer`` (ModelError if the model has none): it, then the tags."""
-        check_request(self.info, layer=layer)
-        names = [layer]
-        if self.info.tags_output and self.info.tags_output != layer:
-            names.append(self.info.tags_output)
-        return names
-
-    def _run_frames(
-        self, samples: np.ndarray, grid: FrameGrid, outputs: list[str]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Frame starts (in grid units) and the stacked outputs for every frame."""
-        starts, batches = frame_inputs(samples, grid, self.inputs, frames_per_call(grid, self.batch_size))
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-        for batch in batches:
-            for name, value in self.backend.run(batch, outputs).items():
-                parts[name].append(value)
-        values = {
-            name: np.concatenate(chunks) if chunks else np.zeros((0, self.info.outputs[name]), np.float32)
-            for name, chunks in parts.items()
-        }
-        return starts, values
 
 
 def check_finite_outputs(values: dict[str, np.ndarray], origin: str, model: str) -> None:
