@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from mde.cli.console import Terminated, err, failure_line, file_progress, out, sigterm_raises
+from mde.cli.ray_options import ACTORS_HELP, RAY_ADDRESS_HELP, RAY_HELP, ray_connected, ray_requested
 
 MODEL_HELP = "Model name in the store (see 'mde models') or path to an .onnx model file. Default: MTT_musicnn."
 WINDOW_HELP = "Window length in seconds, for models that take any length (musicnn); default: the model's."
@@ -18,8 +19,6 @@ THREADS_HELP = "Threads for inference and the front end in each process (default
 BACKEND_HELP = ("Inference backend: ort (ONNX Runtime), tensorrt (a TensorRT engine built beside the model on "
                 "first use; CUDA only) or torch (the model's graph run by torch; fp16 and CUDA graphs on CUDA).")
 DEVICE_HELP = "cpu or cuda (ort on cuda needs onnxruntime-gpu: pip install 'mde\\[gpu]')."
-
-
 def register(app: typer.Typer) -> None:
     app.command("embed")(embed)
     app.command("tag")(tag)
@@ -60,12 +59,16 @@ def embed(
     no_pad: bool = typer.Option(False, "--no-pad", help="Skip clips shorter than one window instead of zero-padding them to one window."),
     backend: str = typer.Option("ort", "--backend", help=BACKEND_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    ray: bool = typer.Option(False, "--ray", help=RAY_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help=ACTORS_HELP),
 ) -> None:
     """Compute frame embeddings (and tag probabilities) for audio files and write one output per file."""
     from mde.runtime.batch import EmbedSettings, check_destination, embed_files
     from mde.runtime.extractor import check_request
     from mde.runtime.package import read_model_info
 
+    on_ray = ray_requested(ray, ray_address, workers, actors)
     settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite,
                              backend=backend, device=device)
     check_destination(out_dir)  # before the default model's first-use import or any other work
@@ -75,7 +78,8 @@ def embed(
     finished: list = []
     started = time.perf_counter()
     try:
-        with sigterm_raises(), file_progress() as progress:
+        with sigterm_raises(), ray_connected(on_ray, ray_address, "Embedding on Ray", actors or 1, threads), \
+                file_progress() as progress:
             task = progress.add_task("embedding", total=len(sources))
 
             def report(outcome) -> None:
@@ -86,7 +90,13 @@ def embed(
                 elif outcome.message and outcome.status != "skipped":
                     progress.console.print(f"note: {outcome.source}: {outcome.message}")
 
-            result = embed_files(model_path, sources, out_dir, settings, threads, workers, on_outcome=report)
+            if on_ray:
+                from mde.cluster.embed import embed_files_on_ray
+
+                result = embed_files_on_ray(model_path, sources, out_dir, settings, threads, actors or 1, ray_address,
+                                            on_outcome=report)
+            else:
+                result = embed_files(model_path, sources, out_dir, settings, threads, workers, on_outcome=report)
     except KeyboardInterrupt as stop:
         done = sum(1 for o in finished if o.status == "done")
         err.print(f"interrupted: {done} embedded, {len(sources) - len(finished)} left; "

@@ -11,6 +11,7 @@ import typer
 
 from mde.cli.console import Terminated, err, failure_line, file_progress, out, sigterm_raises
 from mde.cli.embed import MODEL_HELP, THREADS_HELP
+from mde.cli.ray_options import ACTORS_HELP, RAY_ADDRESS_HELP, RAY_HELP, ray_connected, ray_requested
 
 INDEX_MODEL_HELP = MODEL_HELP.replace("Default: MTT_musicnn.", "Default: the index's model; MTT_musicnn for a new index.")
 LAYER_HELP = ("Model output to index (default: the index's; for a new index the model's embedding layer). 'joint' "
@@ -35,10 +36,19 @@ def index(
     workers: int = typer.Option(1, "--workers", min=1, help="Embedding processes, each with its own model copy (default 1)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     exact: Optional[bool] = typer.Option(None, "--exact/--no-exact", help=EXACT_HELP),
+    ray: bool = typer.Option(False, "--ray", help=RAY_HELP.replace("the same outputs", "the same index")),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help=ACTORS_HELP),
 ) -> None:
     """Embed audio files into a searchable index of clip vectors (mean of the frames, unit norm) and frame
     vectors; rerun it to add, update or resume."""
     from mde.search.build import ADDED, FAILED, REMOVED, RESUMED, UNCHANGED, UPDATED, build_index
+
+    embedder = None
+    if ray_requested(ray, ray_address, workers, actors):
+        from mde.cluster.index import ray_embedder
+
+        embedder = ray_embedder(threads, actors or 1, ray_address)
 
     done: list = []
     started = time.perf_counter()
@@ -60,11 +70,12 @@ def index(
             progress.advance(tasks[0])
 
     try:
-        with sigterm_raises():
+        with sigterm_raises(), ray_connected(embedder is not None, ray_address, "Indexing on Ray", actors or 1,
+                                             threads):
             try:
                 report = build_index(paths, out_dir, model=model, layer=layer, hop=hop, workers=workers,
                                      threads=threads, exact=exact, on_start=on_start, on_outcome=on_outcome,
-                                     announce=progress.console.print)
+                                     announce=progress.console.print, embedder=embedder)
             finally:
                 if tasks:
                     progress.stop()

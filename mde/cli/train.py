@@ -11,6 +11,7 @@ import typer
 
 from mde.cli.console import err, file_progress, out, stage_progress
 from mde.cli.options import number_or
+from mde.cli.ray_options import RAY_ADDRESS_HELP, ray_connected
 from mde.errors import MdeError, MissingExtraError
 from mde.trainer.config import default_settings
 
@@ -250,6 +251,8 @@ def prepare(
     dtype: str = typer.Option("float16", "--dtype", help="float16 (2 bytes a value, half the disk) or float32 (4 bytes)."),
     skip: bool = typer.Option(True, "--skip/--no-skip", help="Keep the clips an earlier run with the same settings stored (--no-skip: decode and store every clip again)."),
     workers: int = typer.Option(1, "--workers", help="Decoding worker processes (1: in this process)."),
+    ray: bool = typer.Option(False, "--ray", help="Decode on Ray (the 'ray' extra) as CPU tasks, in chunks of up to 16 clips, each writing its rows into the cache (which every node must reach at the same path); the same cache as without it. Without --ray-address a local Ray instance is started for the command."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     single_label: bool = typer.Option(False, "--single-label", help="One class per clip."),
     merge_synonyms: bool = typer.Option(False, "--merge-synonyms", help="mtat: merge synonymous tags before the top 50."),
     mtat_split: str = typer.Option("sota", "--mtat-split", help="mtat: sota or random (as 'mde train --mtat-split'; give the same as the training run)."),
@@ -257,6 +260,14 @@ def prepare(
     """Decode, resample and store a dataset once (waveforms or log-mels) in one memory-mapped archive."""
     from mde.trainer.data.cache import prepare_cache
     from mde.trainer.data.sources import load_dataset
+
+    map_chunks = None
+    if ray or ray_address is not None:
+        if workers > 1:
+            raise MdeError("--workers is for local decoding; on Ray every CPU of the cluster decodes")
+        from mde.cluster.pipeline import ray_chunk_map
+
+        map_chunks = ray_chunk_map(ray_address)
 
     frontend = None
     if model:
@@ -272,7 +283,7 @@ def prepare(
     ds = load_dataset(dataset, data, single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms,
                       mtat_split=mtat_split)
     total = sum(len(clips) for clips in ds.splits.values())
-    with file_progress() as progress:
+    with ray_connected(map_chunks is not None, ray_address, "Preparing on Ray"), file_progress() as progress:
         task = progress.add_task("preparing", total=total)
 
         def on_progress(path: str, ok: bool) -> None:
@@ -280,7 +291,8 @@ def prepare(
 
         report = prepare_cache(ds, out_dir, sample_rate=sample_rate, length=round(seconds * sample_rate),
                                features=features, frontend=frontend, dtype=dtype, crop=crop, pad=pad, offset=offset,
-                               channels=1 if channels is None else channels, skip=skip, workers=workers, on_progress=on_progress)
+                               channels=1 if channels is None else channels, skip=skip, workers=workers, on_progress=on_progress,
+                               map_chunks=map_chunks)
     err.print(f"{report.done} prepared, {report.skipped} already there, {report.n_failed} failed "
               f"in {report.elapsed:.1f} s -> {out_dir}")
     for clip in report.failed:

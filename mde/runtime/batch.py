@@ -22,7 +22,7 @@ from mde.atomic import remove_stale_parts
 from mde.errors import MdeError
 from mde.runtime.backends.common import check_choice
 from mde.runtime.chunker import frame_grid
-from mde.runtime.extractor import ClipTooShort, Model, check_request
+from mde.runtime.extractor import ClipTooShort, EmbeddingResult, Model, check_request
 from mde.runtime.package import check_seconds, read_model_info
 from mde.runtime.workers import process_map
 from mde.runtime.writers import FORMATS, OutputSettings, reuse_problem, write_result
@@ -138,26 +138,56 @@ def embed_one(
 ) -> FileOutcome:
     """Embed one file and write its output made with ``made_with``, unless an up-to-date one exists.
     User-caused failures, write errors included, become a 'failed' outcome."""
+    settled, notes = check_target(source, target, settings, made_with)
+    if settled is not None:
+        return settled
+    try:
+        result = model.embed(source, hop=settings.hop, pad=settings.pad, layer=settings.layer, window=settings.window)
+    except ClipTooShort as exc:
+        return FileOutcome(source, target, "short", short_message(exc))
+    except MdeError as exc:
+        return FileOutcome(source, target, "failed", str(exc))
+    return store_result(result, source, target, settings, made_with, notes)
+
+
+def check_target(
+    source: Path, target: Path, settings: EmbedSettings, made_with: OutputSettings
+) -> tuple[Optional[FileOutcome], list[str]]:
+    """What is settled before any work on ``source``: (its outcome, []) when its output is up to date
+    ('skipped') or cannot be written ('failed': the target is a folder), else (None, notes about the
+    output it replaces)."""
     if target.is_dir():
-        return FileOutcome(source, target, "failed", f"{target} is a folder; remove it or choose another output folder")
+        return FileOutcome(source, target, "failed", f"{target} is a folder; remove it or choose another output "
+                                                     "folder"), []
     notes = []
     if target.exists() and not settings.overwrite:
         problem = reuse_problem(target, settings.fmt, made_with)
         if problem is None:
-            return FileOutcome(source, target, "skipped", "up to date")
+            return FileOutcome(source, target, "skipped", "up to date"), []
         notes.append(f"the existing {target} {problem}: recomputed")
-    try:
-        result = model.embed(source, hop=settings.hop, pad=settings.pad, layer=settings.layer, window=settings.window)
-    except ClipTooShort as exc:
-        return FileOutcome(source, target, "short", f"{exc}; skipped (--no-pad)")
-    except MdeError as exc:
-        return FileOutcome(source, target, "failed", str(exc))
+    return None, notes
+
+
+def padding_note(result: EmbeddingResult) -> str:
+    """The note of a clip that was zero-padded to one window."""
+    return f"{result.duration:.2f} s is shorter than one window: zero-padded to one window"
+
+
+def short_message(exc: ClipTooShort) -> str:
+    """The message of a clip shorter than one window with padding off (status 'short')."""
+    return f"{exc}; skipped (--no-pad)"
+
+
+def store_result(result: EmbeddingResult, source: Path, target: Path, settings: EmbedSettings,
+                 made_with: OutputSettings, notes: list[str]) -> FileOutcome:
+    """Write ``result`` (atomically) and say how it went: 'done' with ``notes`` (and a padding note), or
+    'failed' when the file cannot be written."""
     try:
         write_result(result, target, settings.fmt, made_with)
     except OSError as exc:
         return FileOutcome(source, target, "failed", f"cannot write {target}: {exc.strerror or exc}")
     if result.padded:
-        notes.append(f"{result.duration:.2f} s is shorter than one window: zero-padded to one window")
+        notes = [*notes, padding_note(result)]
     return FileOutcome(source, target, "done", "; ".join(notes), frames=len(result.timestamps), padded=result.padded)
 
 

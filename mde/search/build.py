@@ -32,7 +32,7 @@ import numpy as np
 from mde.audio import find_audio_files
 from mde.errors import MdeError
 from mde.runtime import store
-from mde.runtime.batch import EmbedSettings, check_destination, output_settings
+from mde.runtime.batch import EmbedSettings, check_destination, output_settings, padding_note
 from mde.runtime.defaults import default_model_path
 from mde.runtime.extractor import Model
 from mde.runtime.package import read_model_info
@@ -74,7 +74,7 @@ class BuildReport:
 
 
 @dataclass(frozen=True)
-class _Job:
+class IndexJob:
     """A file to embed: its path (absolute, resolved), size (bytes), mtime (ns), and the status it ends with if
     embedded: 'added', or 'updated' when it replaces an entry."""
 
@@ -84,9 +84,15 @@ class _Job:
     status: str
 
 
+JobEmbedder = Callable[[list[IndexJob], Path, VectorSpace, str], Iterator[tuple[IndexJob, FileOutcome]]]
+"""``(jobs, staging, space, made_with) -> (job, outcome)`` as files finish: embeds each job's file into the
+staging area (:func:`mde.search.vectors.save_staged` under ``made_with``), e.g. on Ray
+(:func:`mde.cluster.index.ray_embedder`); the default is this module's worker processes."""
+
+
 @dataclass(frozen=True)
 class _Plan:
-    jobs: list[_Job]
+    jobs: list[IndexJob]
     keep: np.ndarray  # bool (n_files,) over the current rows
     done: list[FileOutcome]  # unchanged, removed and unreadable files
 
@@ -104,6 +110,7 @@ def build_index(
     on_start: Optional[Callable[[int], None]] = None,
     on_outcome: Optional[Callable[[FileOutcome], None]] = None,
     announce: Callable[[str], None] = lambda message: None,
+    embedder: Optional[JobEmbedder] = None,
 ) -> BuildReport:
     """Create the index ``out`` from the audio under ``paths``, or update it (see the module docstring).
 
@@ -115,6 +122,7 @@ def build_index(
     exact_limit: the most vectors searched exactly when ``exact`` is off (beyond: IVF-Flat).
     on_start(n): called once with the number of files to embed; on_outcome: called as each file is done.
     announce: receives one-line progress messages (index building).
+    embedder: embeds the files to add (None: ``workers`` local processes); see JobEmbedder.
 
     Raises MdeError (one line) for a folder that is not an index, a model, layer or hop other than the
     index's, no audio files for a new index, or an update already running on ``out``.
@@ -144,8 +152,8 @@ def build_index(
             on_start(len(plan.jobs))
         staging = folder / storage.STAGING
         staging.mkdir(exist_ok=True)
-        embedded: list[_Job] = []
-        for job, outcome in _embed(plan.jobs, staging, space, made_with, workers, threads):
+        embedded: list[IndexJob] = []
+        for job, outcome in _embed(plan.jobs, staging, space, made_with, workers, threads, embedder):
             outcomes.append(outcome)
             if outcome.status != FAILED:
                 embedded.append(job)
@@ -153,7 +161,8 @@ def build_index(
                 on_outcome(outcome)
         manifest = previous
         if manifest is None or embedded or not plan.keep.all():
-            added = [_staged(staging, job, made_with) for job in embedded]
+            kept = {job.path for job in embedded}  # (in the plan's path order, however they finished)
+            added = [_staged(staging, job, made_with) for job in plan.jobs if job.path in kept]
             sticky = exact if exact is not None else bool(previous and previous.exact)
             manifest = _commit(folder, space, current.kept(plan.keep).extended(added), previous, sticky, exact_limit,
                                announce)
@@ -209,13 +218,13 @@ def _plan(found: list[Path], roots: Iterable[str | os.PathLike[str]], current: I
             continue
         row = rows.get(path)
         if row is None:
-            jobs.append(_Job(path, stat.st_size, stat.st_mtime_ns, ADDED))
+            jobs.append(IndexJob(path, stat.st_size, stat.st_mtime_ns, ADDED))
         elif (current.sizes[row], current.mtimes_ns[row]) == (stat.st_size, stat.st_mtime_ns):
             keep[row] = True
             done.append(FileOutcome(path, UNCHANGED))
         else:
             keep[row] = False  # replaced by the new vectors (also when a link leads out of the PATHS)
-            jobs.append(_Job(path, stat.st_size, stat.st_mtime_ns, UPDATED))
+            jobs.append(IndexJob(path, stat.st_size, stat.st_mtime_ns, UPDATED))
     claimed = {job.path for job in jobs}
     done += [FileOutcome(path, REMOVED) for path, k in zip(current.paths, keep) if not k and path not in claimed]
     return _Plan(jobs, keep, done)
@@ -226,8 +235,8 @@ def _under(path: str, roots: list[Path]) -> bool:
     return any(Path(path) == root or Path(path).is_relative_to(root) for root in roots)
 
 
-def _embed(jobs: list[_Job], staging: Path, space: VectorSpace, made_with: str, workers: int,
-           threads: Optional[int]) -> Iterator[tuple[_Job, FileOutcome]]:
+def _embed(jobs: list[IndexJob], staging: Path, space: VectorSpace, made_with: str, workers: int,
+           threads: Optional[int], embedder: Optional[JobEmbedder]) -> Iterator[tuple[IndexJob, FileOutcome]]:
     """Each job with its outcome, as files finish (staged ones first, without embedding them again)."""
     todo = []
     for job in jobs:
@@ -236,6 +245,9 @@ def _embed(jobs: list[_Job], staging: Path, space: VectorSpace, made_with: str, 
         else:
             todo.append(job)
     if not todo:
+        return
+    if embedder is not None:
+        yield from embedder(todo, staging, space, made_with)
         return
     setup = (space.model_path, threads, space.layer, space.hop, str(staging), made_with)
     if workers > 1:
@@ -258,7 +270,7 @@ def _init_worker(model_path: str, threads: Optional[int], layer: str, hop: float
                    made_with=made_with)
 
 
-def _embed_job(job: _Job) -> FileOutcome:
+def _embed_job(job: IndexJob) -> FileOutcome:
     """Embed one file into the staging area; a user-caused failure becomes a 'failed' outcome."""
     try:
         result = _worker["model"].embed(job.path, hop=_worker["hop"], layer=_worker["layer"])
@@ -268,11 +280,11 @@ def _embed_job(job: _Job) -> FileOutcome:
         save_staged(_worker["staging"], file_vectors(result, job.path, job.size, job.mtime_ns), _worker["made_with"])
     except OSError as exc:
         return FileOutcome(job.path, FAILED, f"cannot write {_worker['staging']}: {exc.strerror or exc}")
-    note = f"{result.duration:.2f} s is shorter than one window: zero-padded to one window" if result.padded else ""
+    note = padding_note(result) if result.padded else ""
     return FileOutcome(job.path, job.status, note)
 
 
-def _staged(staging: Path, job: _Job, made_with: str) -> FileVectors:
+def _staged(staging: Path, job: IndexJob, made_with: str) -> FileVectors:
     vectors = load_staged(staging, job.path, job.size, job.mtime_ns, made_with)
     if vectors is None:
         raise MdeError(f"{staging}: the staged vectors of {job.path} vanished during the run")

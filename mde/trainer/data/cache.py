@@ -92,6 +92,10 @@ _MAX_CHUNK = 16
 
 _Job = tuple[str, dict[str, Any], list[tuple[int, str]]]
 """(cache folder, config dict, [(row, path)]): one task for a worker."""
+ChunkMap = Callable[[Callable[[Any], Any], list[Any]], Iterator[tuple[int, Any]]]
+"""``(fn, jobs) -> (position in jobs, fn(job))`` in any order, each job once; MdeError when it stops with
+jobs left (their clips are then reported as failed). ``fn`` writes its rows into the cache folder itself,
+which must be where ``fn`` runs can write it."""
 _Encoder = Callable[[np.ndarray, int], np.ndarray]
 """(fitted waveform, decoded length in samples) -> the stored row (before the dtype cast)."""
 
@@ -268,6 +272,7 @@ def prepare_cache(
     workers: int = 1,
     overwrite: bool = False,
     on_progress: Optional[Callable[[str, bool], None]] = None,
+    map_chunks: Optional[ChunkMap] = None,
 ) -> CacheReport:
     """Decode every clip of ``dataset`` at ``sample_rate`` Hz, fit it to ``length`` samples and store it in ``out_dir``.
 
@@ -278,6 +283,8 @@ def prepare_cache(
     channels: 1 (mono) or 2 (stereo rows, (2, ...)).
     skip: keep the rows an earlier pass with the same settings stored; False computes every row again.
     workers: processes decoding in parallel (1: in this process).
+    map_chunks: runs the decoding elsewhere instead (e.g. on Ray, :func:`mde.cluster.pipeline.ray_chunk_map`); see
+      ChunkMap. ``workers`` then only sizes the chunks.
     overwrite: start afresh over a cache with other settings instead of refusing it.
     on_progress(path, ok) is called once per clip: first for clips kept from an earlier pass, then as files
     finish (ok False for a clip that failed), so it is called len(all clips) times in all.
@@ -304,7 +311,8 @@ def prepare_cache(
     pending = [(int(row), rows[row]["path"]) for row in np.flatnonzero(~stored)]
     with _open_log(out_dir, config.sample_rate, len(rows), len(rows) - len(pending)) as log:
         _keep_stored(out_dir, rows, np.flatnonzero(stored), log, on_progress)
-        failed = _fill(out_dir, config, rows, pending, min(workers, max(1, len(pending))), log, on_progress)
+        failed = _fill(out_dir, config, rows, pending, min(workers, max(1, len(pending))), log, on_progress,
+                       map_chunks)
     _write_json(out_dir / _FAILED, [vars(clip) for clip in failed])
     return CacheReport(
         directory=out_dir, done=len(pending) - len(failed), skipped=len(rows) - len(pending), failed=failed,
@@ -571,19 +579,35 @@ def _keep_stored(
 
 def _fill(
     out_dir: Path, config: CacheConfig, rows: list[dict[str, Any]], pending: list[tuple[int, str]], workers: int,
-    log: _PassLog, on_progress: Optional[Callable[[str, bool], None]],
+    log: _PassLog, on_progress: Optional[Callable[[str, bool], None]], map_chunks: Optional[ChunkMap],
 ) -> list[FailedClip]:
-    """Store the ``pending`` (row, path) clips over ``workers`` processes, logging and reporting each batch
-    as it comes back; the clips that failed, by row."""
+    """Store the ``pending`` (row, path) clips over ``workers`` processes (or ``map_chunks``), logging and
+    reporting each batch as it comes back; the clips that failed, by row."""
     failed: list[FailedClip] = []
-    with _chunk_runner(workers) as run:
-        for outcomes in run(_jobs(out_dir, config, pending, workers)):
-            log.write((o.row, rows[o.row]["path"], "ok" if o.reason is None else "failed", o.reason or "",
-                       o.n_samples) for o in outcomes)
-            for row, reason, _ in outcomes:
-                if reason is not None:
-                    failed.append(FailedClip(row, rows[row]["path"], rows[row]["split"], reason))
-                _report(on_progress, rows[row]["path"], reason is None)
+
+    def record(outcomes: list[_Outcome]) -> None:
+        log.write((o.row, rows[o.row]["path"], "ok" if o.reason is None else "failed", o.reason or "",
+                   o.n_samples) for o in outcomes)
+        for row, reason, _ in outcomes:
+            if reason is not None:
+                failed.append(FailedClip(row, rows[row]["path"], rows[row]["split"], reason))
+            _report(on_progress, rows[row]["path"], reason is None)
+
+    jobs = list(_jobs(out_dir, config, pending, workers))
+    if map_chunks is None:
+        with _chunk_runner(workers) as run:
+            for outcomes in run(jobs):
+                record(outcomes)
+    else:
+        returned: set[int] = set()
+        try:
+            for position, outcomes in map_chunks(_fill_rows, jobs):
+                returned.add(position)
+                record(outcomes)
+        except MdeError as stop:  # the runner lost jobs past its retries: their clips fail, the rest stays
+            for position, (_, _, clips) in enumerate(jobs):
+                if position not in returned:
+                    record([_Outcome(row, f"lost: {stop}", None) for row, _ in clips])
     return sorted(failed, key=lambda clip: clip.row)
 
 
