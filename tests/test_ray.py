@@ -297,3 +297,21 @@ def test_past_the_retry_limit_the_missing_files_are_named(cluster, tmp_path):
     assert not set(lost) & written
     assert f"{len(written)} embedded, 0 skipped (up to date), 0 too short, {len(lost)} failed" in stderr
     assert not [p for p in out.iterdir() if p.suffix != ".npz"]  # no part file of a killed write
+
+
+def test_bench_e2e_measures_ray_beside_the_local_batch(corpus, tmp_path, shared_data, monkeypatch):
+    """``mde bench e2e --ray``: a Ray row against the local rows of the same model, with Ray's start-up, the
+    per-file overhead and the inference actor's peak memory."""
+    monkeypatch.setenv("MDE_TEST_DATA", str(shared_data))
+    out = tmp_path / "results"
+    ran = run_mde("bench", "e2e", "--quick", "--ray", "--models", corpus["model"], "--out", out, cwd=tmp_path,
+                  home=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    rows = {row["name"]: row for row in json.loads((out / "bench_e2e_cpu.json").read_text())["results"]}
+    ray = next(row for name, row in rows.items() if "on Ray" in name)
+    local = rows[ray["reference"]]
+    assert "on Ray" not in ray["reference"] and local["workers"] == 1
+    assert ray["ray_start_s"] > 0 and ray["worker_peak_rss_mb"] > 10
+    assert ray["overhead_ms_per_file"] == pytest.approx(
+        1000 * (ray["median_s"] - local["median_s"]) / len(json.loads((out / "bench_e2e_cpu.json").read_text())
+                                                         ["files"]), abs=0.2)

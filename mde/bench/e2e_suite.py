@@ -203,6 +203,11 @@ def jobs_for(settings: BenchSettings, files: list[Path], work: Path,
             jobs[label] = {**base, "kind": "mde", "model": str(path), "workers": workers,
                            "threads": max(1, n // workers), "out": str(work / f"out-{len(jobs)}")}
             references[label] = first
+        if settings.ray:
+            label = f"mde {name} on Ray (local instance), 1 actor x 1 thread"
+            jobs[label] = {**base, "kind": "ray", "model": str(path), "workers": 1, "threads": 1,
+                           "out": str(work / f"out-{len(jobs)}")}
+            references[label] = first
         if checkpoint is not None and path == models[-1][1]:
             jobs[SEED_LABEL] = {**base, "kind": "seed", "model": str(checkpoint), "workers": 1, "threads": n,
                                 "out": str(work / f"out-{len(jobs)}")}
@@ -240,15 +245,21 @@ def run(settings: BenchSettings) -> SuiteResult:
                 if reply["failed"]:
                     raise MdeError(f"{label}: {reply['failed']} of {reply['files']} files failed")
                 samples[label].append(reply["seconds"])
-                for key in ("peak_rss_mb", "worker_peak_rss_mb"):
-                    memory[label][key] = max(memory[label].get(key, 0.0), reply[key])
+                for key in ("peak_rss_mb", "worker_peak_rss_mb", "ray_start_s"):
+                    if key in reply:
+                        memory[label][key] = max(memory[label].get(key, 0.0), reply[key])
     timings: list[Timing] = [timing_of(label, seconds) for label, seconds in samples.items()]
+    by_name = {t.name: t for t in timings}
     metrics = {
         t.name: {
             "files_per_s": round(len(files) / t.median_s, 2), "x_real_time": round(total_s / t.median_s, 1),
             "peak_rss_mb": memory[t.name]["peak_rss_mb"],
-            "worker_peak_rss_mb": memory[t.name]["worker_peak_rss_mb"] if jobs[t.name]["workers"] > 1 else None,
+            "worker_peak_rss_mb": memory[t.name]["worker_peak_rss_mb"]
+            if jobs[t.name]["workers"] > 1 or jobs[t.name]["kind"] == "ray" else None,
             "workers": jobs[t.name]["workers"], "threads_per_process": jobs[t.name]["threads"],
+            **({"ray_start_s": memory[t.name]["ray_start_s"],
+                "overhead_ms_per_file": round(1000 * (t.median_s - by_name[references[t.name]].median_s)
+                                              / len(files), 1)} if jobs[t.name]["kind"] == "ray" else {}),
         }
         for t in timings
     }
@@ -258,7 +269,9 @@ def run(settings: BenchSettings) -> SuiteResult:
         f"start); {rounds} round(s), configurations interleaved. Ratio = median / the first mde row of the same "
         "model's median. Peak RSS: VmHWM of the run process, and ru_maxrss of its largest worker process "
         "(counted from the fork, so at least the main process's size then; 2 workers: the total is at most the "
-        "main process plus twice that). The musicnn package (TensorFlow) "
+        "main process plus twice that). A Ray row (--ray) runs embed_files_on_ray on a local instance "
+        "started before the timer (its start-up is ray_start_s; overhead_ms_per_file = (its median - the first "
+        "row's) / files); its worker peak RSS is the inference actor's (VmHWM). The musicnn package (TensorFlow) "
         "needs its own venv: see benchmarks/bench_vs_musicnn.py."
     )
     return finish(

@@ -49,6 +49,7 @@ class BenchSettings:
     seed_checkpoint: a first-seed FCN29 .ckpt for the end-to-end comparison with the seed's pipeline
       (None: checkpoints/FCN29-*.ckpt beside the default audio folder, when present).
     stream_seconds: seconds of audio the stream suite streams at real time (None: 60, quick: 8).
+    ray: the e2e suite also runs each model on a local Ray instance (``mde embed --ray``; the ray extra).
     announce: receives one-line progress messages.
     """
 
@@ -61,6 +62,7 @@ class BenchSettings:
     audio: Optional[Path] = None
     seed_checkpoint: Optional[Path] = None
     stream_seconds: Optional[float] = None
+    ray: bool = False
     announce: Callable[[str], None] = field(default=print, compare=False)
 
     @property

@@ -6,6 +6,7 @@ record a baseline they cannot run as skipped, with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -107,10 +108,12 @@ def e2e(
     model: Optional[list[str]] = MODELS,
     audio: Optional[Path] = AUDIO,
     seed_checkpoint: Optional[Path] = SEED_CHECKPOINT,
+    ray: bool = typer.Option(False, "--ray", help="Also run each model on a local Ray instance (mde embed --ray: one actor of 1 thread, the other CPUs decoding; the ray extra): files/s against the local batch on the same CPUs, the per-file overhead, Ray's start-up and the actor's peak memory."),
 ) -> None:
     """A folder of real MP3 / OGG files to embeddings with 1 and 2 worker processes: files/s, x real time,
-    peak memory; against the first seed's torch pipeline."""
-    _run(["e2e"], _settings(out_dir, device, threads, quick, rounds, model, audio, seed_checkpoint))
+    peak memory; against the first seed's torch pipeline (and with --ray, on Ray)."""
+    settings = _settings(out_dir, device, threads, quick, rounds, model, audio, seed_checkpoint)
+    _run(["e2e"], dataclasses.replace(settings, ray=ray))
 
 
 @bench_app.command("stream")
