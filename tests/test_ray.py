@@ -315,3 +315,72 @@ def test_bench_e2e_measures_ray_beside_the_local_batch(corpus, tmp_path, shared_
     assert ray["overhead_ms_per_file"] == pytest.approx(
         1000 * (ray["median_s"] - local["median_s"]) / len(json.loads((out / "bench_e2e_cpu.json").read_text())
                                                          ["files"]), abs=0.2)
+
+
+# --- data-parallel training on Ray Train ------------------------------------------------------------------------
+
+def _first_log_row(run: Path) -> dict[str, str]:
+    import csv
+
+    with open(run / "log.csv", newline="") as handle:
+        return next(csv.DictReader(handle))
+
+
+def test_two_workers_on_half_batches_step_as_one_on_the_whole(pretrained_fcn05, synth_corpus, tmp_path):
+    """Two Ray Train workers with 4 windows each of every batch of 8 give the first epoch of one process
+    with the whole batch: the same train loss, validation figures and weights (float tolerance). The
+    backbone is frozen so that the step is a function of the batch alone (BatchNorm in training mode
+    normalises each worker's half by its own statistics, and dropout draws per process)."""
+    import torch
+
+    from mde.cluster.train import train_on_ray
+    from mde.trainer.config import TrainConfig
+    from mde.trainer.loop import train
+
+    def config(out: str) -> TrainConfig:
+        return TrainConfig(model="fcn05", dataset="manifest", data=str(synth_corpus), out=str(tmp_path / out),
+                           epochs=1, batch_size=8, crops_per_clip=1, lr=3e-3, device="cpu", eval_crops=4, seed=0,
+                           init=str(pretrained_fcn05["trained"]), freeze_backbone=True)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(config("one"))
+    finally:
+        torch.set_num_threads(threads)
+    results = train_on_ray(config("two"), 2)
+    one, two = _first_log_row(tmp_path / "one"), _first_log_row(tmp_path / "two")
+    for key in ("train_loss", "valid_loss", "valid_score"):
+        assert float(two[key]) == pytest.approx(float(one[key]), abs=1e-5), key
+    heads = [torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=False)["model"]["head.weight"]
+             for run in ("one", "two")]
+    assert torch.allclose(heads[0], heads[1], atol=1e-6)
+    assert results == json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert not (tmp_path / "two" / "checkpoints" / "best.pt.part").exists()
+
+
+def test_the_command_trains_on_two_workers_learns_and_resumes(synth_corpus, tmp_path):
+    args = ["train", "--model", "fcn05", "--dataset", "manifest", "--data", synth_corpus, "--out", "run",
+            "--ray-workers", "2", "--batch-size", "8", "--crops-per-clip", "1", "--lr", "1e-2", "--device", "cpu",
+            "--eval-crops", "4"]
+    first = run_mde(*args, "--epochs", "4", cwd=tmp_path, home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "training fcn05 on Ray: 2 worker(s) x 4 windows of each batch of 8" in first.stderr
+    assert [line.split(":")[0] for line in first.stderr.splitlines() if line.startswith("epoch")] == [
+        f"epoch {n}" for n in range(1, 5)]
+    import csv
+
+    with open(tmp_path / "run" / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    losses = [float(row["train_loss"]) for row in rows]
+    assert losses[-1] < losses[0] - 0.05, losses  # it learns
+    assert json.loads(first.stdout)["best_epoch"] >= 1
+    resumed = run_mde(*args, "--epochs", "5", "--resume", cwd=tmp_path, home=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    with open(tmp_path / "run" / "log.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3", "4", "5"]
+    odd = run_mde("train", "--model", "fcn05", "--dataset", "manifest", "--data", synth_corpus, "--out", "odd",
+                  "--ray-workers", "3", "--batch-size", "8", cwd=tmp_path, home=tmp_path)
+    from test_cli import assert_one_line_error
+
+    assert_one_line_error(odd, "a batch of 8 windows does not split over 3 workers")

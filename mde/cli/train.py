@@ -97,6 +97,8 @@ def train(
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     seed: int = typer.Option(0, "--seed", help="Random seed (crops, shuffling, initialization)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (--epochs may be raised)."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", min=1, help="Data-parallel training on Ray Train (the 'ray' extra): N workers (DDP over gloo on CPU, NCCL with --device cuda), each on its part of every batch (--batch-size must split evenly), rank 0 writing the same run folder as a local run. Without --ray-address a local Ray instance is started for the command.", metavar="N"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --ray-workers: the head of an existing Ray cluster (HOST:PORT, or auto)."),
 ) -> None:
     """Train a model, from scratch or fine-tuned from a pretrained one (--init); the best checkpoint (by validation ROC-AUC, accuracy, or a similarity network's retrieval mAP) is evaluated on the test split.
 
@@ -152,6 +154,11 @@ def train(
         cache=str(cache) if cache else None, memory_budget=memory_budget,
         workers=workers, device=device, seed=seed, **settings,
     )
+    if ray_address is not None and ray_workers is None:
+        raise MdeError("--ray-address applies with --ray-workers")
+    if ray_workers is not None:
+        _train_on_ray(config, ray_workers, resume, ray_address)
+        return
     trainer = Trainer(config, resume=resume)
     start = f" from {init} ({config.head} head)" if init else ""
     err.print(f"training {config.model}{start} on {trainer.device} ({trainer.data.dataset.name}: "
@@ -192,6 +199,45 @@ def run_with_progress(trainer) -> dict[str, Any]:
     out.print_json(json.dumps(results))
     err.print(f"done: best epoch {results['best_epoch']}, results in {trainer.run_dir.metrics_path}")
     return results
+
+
+def _train_on_ray(config, workers: int, resume: bool, address: Optional[str]) -> None:
+    """Run ``config`` on Ray Train, printing each epoch's line as rank 0 logs it and metrics.json at the end."""
+    import threading
+
+    from mde.cluster.train import check_workers, train_on_ray
+    from mde.trainer.run_dir import RunDir
+
+    check_workers(config, workers)
+    err.print(f"training {config.model} on Ray: {workers} worker(s) x {config.batch_size // workers} windows "
+              f"of each batch of {config.batch_size}")
+    log = RunDir(config.out).log_path
+    shown = len(log.read_text().splitlines()) if resume and log.is_file() else 1
+    done = threading.Event()
+
+    def say_new_rows() -> None:
+        nonlocal shown
+        lines = log.read_text().splitlines() if log.is_file() else []
+        for line in lines[shown:]:
+            row = dict(zip(lines[0].split(","), line.split(",")))
+            err.print(f"epoch {row['epoch']}: train loss {float(row['train_loss']):.4f}, valid loss "
+                      f"{float(row['valid_loss']):.4f}, {float(row['seconds']):.1f} s")
+        shown = max(shown, len(lines))
+
+    def follow() -> None:  # rank 0 appends a row per epoch: said here as it comes, as a local run does
+        while not done.wait(1.0):
+            say_new_rows()
+        say_new_rows()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    try:
+        results = train_on_ray(config, workers, resume=resume, address=address)
+    finally:
+        done.set()
+        follower.join()
+    out.print_json(json.dumps(results))
+    err.print(f"done: best epoch {results['best_epoch']}, results in {RunDir(config.out).metrics_path}")
 
 
 def _model_name(model: str, block: Optional[str], encoder: Optional[str]) -> str:

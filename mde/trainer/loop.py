@@ -26,7 +26,7 @@ from mde.trainer.evaluate import predict_clips, scalar_metrics, score_clips, sel
 from mde.trainer.frontend import network_input
 from mde.trainer.models import ModelSpec, get_model_spec
 from mde.trainer.models.heads import build_network
-from mde.trainer.run_dir import RunDir
+from mde.trainer.run_dir import ReplicaRunDir, RunDir
 from mde.trainer.stages import Stage, check_joint_network, frozen_part, stage_at, stage_plan, trainable_parameters
 from mde.trainer.warm_start import WarmStart
 
@@ -110,12 +110,28 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
-class Trainer:
-    """One run: call :meth:`run`. Everything it writes goes to ``config.out`` (see run_dir)."""
+@dataclass(frozen=True)
+class Replica:
+    """One of ``world`` data-parallel training processes (torch.distributed initialised, e.g. by Ray Train):
+    each trains on its share of every batch (``batch_size / world`` windows) and DistributedDataParallel
+    averages the gradients, so the steps are those of one process on the whole batch; rank 0 alone writes
+    the run folder (checkpoints, log, metrics)."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+    rank: int
+    world: int
+
+
+class Trainer:
+    """One run: call :meth:`run`. Everything it writes goes to ``config.out`` (see run_dir).
+
+    replica: this process's place in a data-parallel run (None: a single process)."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False, replica: Optional[Replica] = None) -> None:
         self.config = config
-        self.run_dir = RunDir(config.out)
+        self.replica = replica
+        if replica is not None and config.batch_size % replica.world:
+            raise MdeError(f"a batch of {config.batch_size} windows does not split over {replica.world} workers")
+        self.run_dir = RunDir(config.out) if self._writes else ReplicaRunDir(config.out)
         self.device = resolve_device(config.device)
         self.warm_start: Optional[WarmStart] = WarmStart.of(config, self.run_dir, resume) if config.init else None
         self.spec: ModelSpec = self.warm_start.spec if self.warm_start else self._model_spec()
@@ -143,6 +159,11 @@ class Trainer:
         self._source_and_note: Optional[tuple[Any, str]] = None
         self._valid_inputs: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
         self._prepare_folder(resume)
+
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes the run folder (a single process, or rank 0 of a data-parallel run)."""
+        return self.replica is None or self.replica.rank == 0
 
     def _model_spec(self) -> ModelSpec:
         """The registry entry of the configured network."""
@@ -194,7 +215,7 @@ class Trainer:
                 raise MdeError(f"{run.root}: --resume with different settings ({', '.join(sorted(changed))})")
             self._load_state(run.load_checkpoint(run.last, self.device))
             run.truncate_log(self.epoch)
-        elif run.last.exists():
+        elif run.last.exists() and self._writes:
             raise MdeError(f"{run.root} already holds a run; use --resume to continue it or another --out")
         else:
             run.save_checkpoint(run.initial, self._best_payload({}))
@@ -382,8 +403,9 @@ class Trainer:
     def _train_loader(self) -> DataLoader:
         from mde.trainer.data.loading import train_loader
 
+        share = (self.replica.rank, self.replica.world) if self.replica else (0, 1)
         return train_loader(self._train_crops, self.config.batch_size, epoch=self.epoch,
-                            num_workers=self.config.workers, pin_memory=self.device.type == "cuda")
+                            num_workers=self.config.workers, pin_memory=self.device.type == "cuda", share=share)
 
     def _eval_loader(self, split: str) -> DataLoader:
         # its own generator: evaluating (once or every epoch) leaves the global torch RNG, and resume, alone
@@ -525,13 +547,14 @@ class Trainer:
         if frozen is not None:
             frozen.eval()  # BatchNorm statistics and dropout as at inference
         loader = self._train_loader()
+        network = self._parallel_network()
         total, count = 0.0, 0
         for step, (waveforms, labels) in enumerate(loader):
             waveforms, labels = waveforms.to(self.device), labels.to(self.device)
             with torch.autocast(self.device.type, enabled=self._amp):
                 with torch.no_grad():
                     logmel = self.frontend(waveforms)
-                loss = self._loss(self.net(logmel), labels)
+                loss = self._loss(network(logmel), labels)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.config.grad_clip:
@@ -543,7 +566,25 @@ class Trainer:
             count += len(labels)
             if on_batch:
                 on_batch(step + 1, len(loader), total / count)
+        if self.replica is not None:  # every replica's windows: the epoch's loss and count as one process has them
+            summed = torch.tensor([total, float(count)], dtype=torch.float64)
+            torch.distributed.all_reduce(summed)
+            total, count = float(summed[0]), int(summed[1])
         return total / max(count, 1), count
+
+    def _parallel_network(self) -> nn.Module:
+        """What the training step runs: the network, or for a replica the network under
+        DistributedDataParallel (made each epoch: a stage may change which parameters train)."""
+        if self.replica is None:
+            return self.net
+        return nn.parallel.DistributedDataParallel(self.net)
+
+    def _share_buffers(self) -> None:
+        """Give every replica rank 0's buffers (BatchNorm statistics, updated by each replica's own
+        windows), so that all evaluate, schedule and stop alike."""
+        if self.replica is not None:
+            for buffer in self.net.buffers():
+                torch.distributed.broadcast(buffer, 0)
 
     def _recompute_batchnorm(self) -> None:
         """BatchNorm's running statistics from the first ``precise_bn`` windows of this epoch's batches."""
@@ -586,6 +627,7 @@ class Trainer:
                 train_seconds = time.perf_counter() - started
                 if self.config.precise_bn and frozen_part(self.net, self.stage) is None:  # (a frozen part keeps its)
                     self._recompute_batchnorm()
+                self._share_buffers()
                 valid = self.evaluate("valid")
                 self.epoch += 1
                 seconds = time.perf_counter() - started
@@ -601,7 +643,7 @@ class Trainer:
             if writer:
                 writer.close()
         results = self.finish()
-        if self._auto_cache.exists():
+        if self._auto_cache.exists() and self._writes:
             import shutil
 
             shutil.rmtree(self._auto_cache)
@@ -634,6 +676,8 @@ class Trainer:
             on_epoch({**row, **speed, "best_score": self.best_score})
 
     def _tensorboard(self):
+        if not self._writes:
+            return None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional; log.csv always has the figures
@@ -641,7 +685,10 @@ class Trainer:
         return SummaryWriter(str(self.run_dir.tensorboard))
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate the best checkpoint on valid and test; write metrics.json (and the confusion matrix)."""
+        """Evaluate the best checkpoint on valid and test; write metrics.json (and the confusion matrix).
+        A replica other than rank 0 has nothing to write: {}."""
+        if not self._writes:
+            return {}
         best = self.run_dir.load_checkpoint(self.run_dir.best, self.device)
         self.net.load_state_dict(best["model"])
         results: dict[str, Any] = {}

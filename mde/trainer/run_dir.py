@@ -123,3 +123,20 @@ class RunDir:
             writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
+
+
+class ReplicaRunDir(RunDir):
+    """The run folder as a data-parallel replica other than rank 0 sees it: it reads what rank 0 wrote
+    (config, checkpoints to resume from) and writes nothing."""
+
+    def write_json(self, path: Path, data: Any) -> None:
+        pass
+
+    def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        pass
+
+    def append_log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def truncate_log(self, epochs: int) -> None:
+        pass

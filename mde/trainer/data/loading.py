@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Optional, Protocol, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from mde.audio import load_audio, open_audio
 from mde.errors import MdeError
@@ -443,15 +443,35 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def train_loader(
-    dataset: RandomCrops, batch_size: int, *, epoch: int, num_workers: int = 0, pin_memory: bool = False
+    dataset: RandomCrops, batch_size: int, *, epoch: int, num_workers: int = 0, pin_memory: bool = False,
+    share: tuple[int, int] = (0, 1),
 ) -> DataLoader:
     """A shuffled DataLoader over one epoch of ``dataset`` (TrainCrops or TrainPatches); build one per epoch.
 
     Sets the dataset's epoch and shuffles with :func:`epoch_generator`, so the batches depend only on
     the seed and the epoch, not on ``num_workers``. The last incomplete batch is dropped.
+    share: (rank, world) of a data-parallel replica, which reads only its part of every batch: windows
+    rank, rank + world, ... of it (``batch_size`` a multiple of world); (0, 1) is the whole batch.
     """
     dataset.set_epoch(epoch)
+    rank, world = share
+    batches = BatchSampler(RandomSampler(dataset, generator=epoch_generator(dataset.seed, epoch)), batch_size,
+                           drop_last=True)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, generator=epoch_generator(dataset.seed, epoch),
-        num_workers=num_workers, pin_memory=pin_memory, drop_last=True, persistent_workers=False,
+        dataset, batch_sampler=_Share(batches, rank, world), num_workers=num_workers, pin_memory=pin_memory,
+        persistent_workers=False,
     )
+
+
+class _Share:
+    """A batch sampler's batches, each cut to one replica's part (every ``world``-th index from ``rank``)."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int) -> None:
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            yield batch[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return len(self.batches)
