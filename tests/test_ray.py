@@ -241,6 +241,32 @@ def test_embed_on_a_two_node_cluster_gives_the_local_outputs(cluster, corpus, tm
     assert _ray_processes(), "the command stopped the cluster it was only connected to"
 
 
+def test_index_and_prepare_on_a_two_node_cluster_are_the_local_ones(cluster, corpus, tmp_path):
+    pytest.importorskip("faiss")
+    local = run_mde("index", corpus["audio"], "-m", corpus["model"], "-o", tmp_path / "local", cwd=tmp_path,
+                    home=tmp_path)
+    run = _mde_on(cluster, "index", corpus["audio"], "-m", corpus["model"], "-o", tmp_path / "ray", "--ray-address",
+                  cluster.address, "--actors", "2", cwd=tmp_path)
+    _, stderr = run.communicate(timeout=300)
+    assert local.returncode == run.returncode == 1, stderr
+    version = json.loads((tmp_path / "ray" / "manifest.json").read_text())["data"]
+    for part in sorted((tmp_path / "local" / version).iterdir()):
+        assert part.read_bytes() == (tmp_path / "ray" / version / part.name).read_bytes(), part.name
+    manifest = tmp_path / "m.csv"
+    files = sorted(corpus["audio"].glob("clip*.wav"))
+    manifest.write_text("path,split,tags\n" + "".join(f"{f},{s},a|b\n" for f, s in
+                                                     zip(files, ["train"] * (len(files) - 2) + ["valid", "test"])))
+    for name in ("local", "ray"):
+        extra = ["--ray-address", cluster.address] if name == "ray" else []
+        prepared = _mde_on(cluster, "prepare", "--dataset", "manifest", "--data", manifest, "--out",
+                           tmp_path / f"cache-{name}", "--seconds", "2", "--sample-rate", str(RATE), *extra,
+                           cwd=tmp_path)
+        _, stderr = prepared.communicate(timeout=300)
+        assert prepared.returncode == 0, stderr
+    for part in ("features.npy", "n_samples.npy", "done.npy", "index.json"):
+        assert (tmp_path / "cache-local" / part).read_bytes() == (tmp_path / "cache-ray" / part).read_bytes()
+
+
 def _actor_pids() -> list[int]:
     return [_pid(line) for line in _ray_processes() if ACTOR in line]
 
