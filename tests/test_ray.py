@@ -352,7 +352,8 @@ def _first_log_row(run: Path) -> dict[str, str]:
         return next(csv.DictReader(handle))
 
 
-def test_two_workers_on_half_batches_step_as_one_on_the_whole(pretrained_fcn05, synth_corpus, tmp_path):
+def test_two_workers_on_half_batches_step_as_one_on_the_whole(pretrained_fcn05, synth_corpus, tmp_path,
+                                                               monkeypatch):
     """Two Ray Train workers with 4 windows each of every batch of 8 give the first epoch of one process
     with the whole batch: the same train loss, validation figures and weights (float tolerance). The
     backbone is frozen so that the step is a function of the batch alone (BatchNorm in training mode
@@ -374,6 +375,9 @@ def test_two_workers_on_half_batches_step_as_one_on_the_whole(pretrained_fcn05, 
         train(config("one"))
     finally:
         torch.set_num_threads(threads)
+    # Ray puts the driver's working folder on its workers' import path: not the checkout, whose mde lacks the
+    # compiled front end when the package is installed (as in CI)
+    monkeypatch.chdir(tmp_path)
     results = train_on_ray(config("two"), 2)
     one, two = _first_log_row(tmp_path / "one"), _first_log_row(tmp_path / "two")
     for key in ("train_loss", "valid_loss", "valid_score"):
