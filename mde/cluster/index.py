@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mde.cluster.pipeline import FAILED, PipelineStopped, iter_on_ray, outcome_fields
-from mde.runtime.batch import EmbedSettings, padding_note
+from mde.runtime.batch import EmbedSettings
 from mde.runtime.extractor import EmbeddingResult
-from mde.search.build import RESUMED, FileOutcome, IndexJob, JobEmbedder
+from mde.search.build import RESUMED, FileOutcome, IndexJob, JobEmbedder, stage_result
 from mde.search.manifest import VectorSpace
-from mde.search.vectors import file_vectors, load_staged, save_staged
+from mde.search.vectors import load_staged
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,9 @@ class StagingSink:
     made_with: str
 
     def store(self, result: EmbeddingResult, job: dict[str, Any]) -> dict[str, Any]:
-        vectors = file_vectors(result, job["source"], int(job["size"]), int(job["mtime_ns"]))
-        try:
-            save_staged(Path(self.staging), vectors, self.made_with)
-        except OSError as exc:
-            return outcome_fields(FAILED, f"cannot write {self.staging}: {exc.strerror or exc}")
-        return outcome_fields(job["ends_as"], padding_note(result) if result.padded else "",
-                              len(result.timestamps), result.padded)
+        index_job = IndexJob(job["source"], int(job["size"]), int(job["mtime_ns"]), job["ends_as"])
+        outcome = stage_result(result, index_job, Path(self.staging), self.made_with)
+        return outcome_fields(outcome.status, outcome.message, len(result.timestamps), result.padded)
 
 
 def ray_embedder(threads: Optional[int] = None, actors: int = 1, address: Optional[str] = None) -> JobEmbedder:

@@ -22,6 +22,7 @@ pipeline stops: :func:`iter_on_ray` raises PipelineStopped, and the caller repor
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import pickle
 import tempfile
@@ -113,7 +114,8 @@ def _dataset(ray: Any, model_path: Path, jobs: list[dict[str, Any]], settings: E
     check_capacity(ray, actors, threads)
     order = np.random.default_rng(SHUFFLE_SEED).permutation(len(jobs))
     items = [jobs[int(i)] for i in order]
-    model_ref = ray.put(model_path.read_bytes())
+    model_bytes = model_path.read_bytes()
+    model_ref, key = ray.put(model_bytes), hashlib.sha256(model_bytes).hexdigest()
     gpu = {"num_gpus": 1} if settings.device == "cuda" else {}
     with warnings.catch_warnings():
         # Bounded retries need Ray's remote args, which Ray Data deprecates for 2.64 with nothing in their
@@ -122,7 +124,8 @@ def _dataset(ray: Any, model_path: Path, jobs: list[dict[str, Any]], settings: E
         warnings.simplefilter("ignore", DeprecationWarning)
         return (
             ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / FILES_PER_BLOCK)))
-            .map(_prepare, fn_kwargs={"info": info, "settings": settings}, num_cpus=1, max_retries=TASK_RETRIES)
+            .map(_prepare, fn_kwargs={"info": info, "key": key, "settings": settings}, num_cpus=1,
+                 max_retries=TASK_RETRIES)
             .map(_Infer, fn_constructor_args=([model_ref], info.name, threads, settings, sink),
                  compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads, max_restarts=ACTOR_RESTARTS,
                  max_task_retries=TASK_RETRIES, **gpu)
@@ -138,13 +141,13 @@ def check_capacity(ray: Any, actors: int, threads: int) -> None:
 
 
 _preparers: dict[str, ClipPreparer] = {}
-"""The prepare tasks' ClipPreparer per model (by its metadata), kept for the life of a Ray worker process."""
+"""The prepare tasks' ClipPreparer per model file (by its SHA-256), kept for the life of a Ray worker process."""
 
 
-def _prepare(row: dict[str, Any], info: ModelInfo, settings: EmbedSettings) -> dict[str, Any]:
+def _prepare(row: dict[str, Any], info: ModelInfo, key: str, settings: EmbedSettings) -> dict[str, Any]:
     """Prepare stage (a CPU task): a job row -> the row plus 'clip' (a pickled PreparedClip, every batch
-    computed) and an empty 'status', or a 'failed' / 'short' outcome when the file cannot be embedded."""
-    key = info.to_json()
+    computed) and an empty 'status', or a 'failed' / 'short' outcome when the file cannot be embedded.
+    ``key``: the model file's SHA-256, under which the worker process keeps its preparer."""
     preparer = _preparers.get(key) or _preparers.setdefault(key, ClipPreparer(info))
     s = settings
     try:

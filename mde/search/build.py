@@ -34,7 +34,7 @@ from mde.errors import MdeError
 from mde.runtime import store
 from mde.runtime.batch import EmbedSettings, check_destination, output_settings, padding_note
 from mde.runtime.defaults import default_model_path
-from mde.runtime.extractor import Model
+from mde.runtime.extractor import EmbeddingResult, Model
 from mde.runtime.package import read_model_info
 from mde.runtime.workers import process_map
 from mde.search import faiss_kinds, storage
@@ -276,12 +276,17 @@ def _embed_job(job: IndexJob) -> FileOutcome:
         result = _worker["model"].embed(job.path, hop=_worker["hop"], layer=_worker["layer"])
     except MdeError as exc:
         return FileOutcome(job.path, FAILED, str(exc))
+    return stage_result(result, job, _worker["staging"], _worker["made_with"])
+
+
+def stage_result(result: EmbeddingResult, job: IndexJob, staging: Path, made_with: str) -> FileOutcome:
+    """Save the vectors of ``job``'s embedded file into the staging area and say how it went: the job's
+    status (with a padding note), or 'failed' when the staging area cannot be written."""
     try:
-        save_staged(_worker["staging"], file_vectors(result, job.path, job.size, job.mtime_ns), _worker["made_with"])
+        save_staged(staging, file_vectors(result, job.path, job.size, job.mtime_ns), made_with)
     except OSError as exc:
-        return FileOutcome(job.path, FAILED, f"cannot write {_worker['staging']}: {exc.strerror or exc}")
-    note = padding_note(result) if result.padded else ""
-    return FileOutcome(job.path, job.status, note)
+        return FileOutcome(job.path, FAILED, f"cannot write {staging}: {exc.strerror or exc}")
+    return FileOutcome(job.path, job.status, padding_note(result) if result.padded else "")
 
 
 def _staged(staging: Path, job: IndexJob, made_with: str) -> FileVectors:
