@@ -205,10 +205,12 @@ def _train_on_ray(config, workers: int, resume: bool, address: Optional[str]) ->
     """Run ``config`` on Ray Train, printing each epoch's line as rank 0 logs it and metrics.json at the end."""
     import threading
 
+    from mde.cluster.session import import_ray
     from mde.cluster.train import check_workers, train_on_ray
     from mde.trainer.run_dir import RunDir
 
     check_workers(config, workers)
+    import_ray("Training on Ray")  # a missing extra: one line, before the first
     err.print(f"training {config.model} on Ray: {workers} worker(s) x {config.batch_size // workers} windows "
               f"of each batch of {config.batch_size}")
     log = RunDir(config.out).log_path
