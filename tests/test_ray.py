@@ -68,6 +68,25 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
             assert np.array_equal(left[key], right[key]), (name, key)
 
 
+def _assert_same_index(a: Path, b: Path) -> None:
+    version = json.loads((b / "manifest.json").read_text())["data"]
+    for part in sorted((a / version).iterdir()):
+        assert part.read_bytes() == (b / version / part.name).read_bytes(), part.name
+
+
+def _cache_manifest(corpus: dict[str, Path], path: Path) -> Path:
+    """A manifest of the corpus's clips (the last four held out for valid and test) for ``mde prepare``."""
+    files = sorted(corpus["audio"].glob("clip*.wav"))
+    splits = ["train"] * (len(files) - 4) + ["valid"] * 2 + ["test"] * 2
+    path.write_text("path,split,tags\n" + "".join(f"{f},{s},a|b\n" for f, s in zip(files, splits)))
+    return path
+
+
+def _assert_same_cache(a: Path, b: Path) -> None:
+    for part in ("features.npy", "n_samples.npy", "done.npy", "index.json"):
+        assert (a / part).read_bytes() == (b / part).read_bytes(), part
+
+
 def _one_line_failure(stderr: str, name: str) -> None:
     lines = [line for line in stderr.splitlines() if name in line]
     assert len(lines) == 1 and lines[0].startswith("failed:"), stderr
@@ -98,22 +117,16 @@ def test_index_on_ray_is_the_local_index(corpus, tmp_path):
     assert local.returncode == ray.returncode == 1
     assert f"{N_FILES} added, 0 updated, 0 removed, 0 unchanged, 1 failed" in ray.stderr, ray.stderr
     _one_line_failure(ray.stderr, "zz-broken.wav")
-    version = json.loads((tmp_path / "ray" / "manifest.json").read_text())["data"]
-    for part in sorted((tmp_path / "local" / version).iterdir()):
-        assert part.read_bytes() == (tmp_path / "ray" / version / part.name).read_bytes(), part.name
+    _assert_same_index(tmp_path / "local", tmp_path / "ray")
 
 
 def test_prepare_on_ray_is_the_local_cache(corpus, tmp_path):
-    manifest = tmp_path / "m.csv"
-    files = sorted(corpus["audio"].glob("clip*.wav"))
-    splits = ["train"] * (len(files) - 4) + ["valid"] * 2 + ["test"] * 2
-    manifest.write_text("path,split,tags\n" + "".join(f"{f},{s},a|b\n" for f, s in zip(files, splits)))
+    manifest = _cache_manifest(corpus, tmp_path / "m.csv")
     for name, extra in (("local", []), ("ray", ["--ray"])):
         ran = run_mde("prepare", "--dataset", "manifest", "--data", manifest, "--out", tmp_path / name,
                       "--seconds", "2", "--sample-rate", str(RATE), *extra, cwd=tmp_path, home=tmp_path)
         assert ran.returncode == 0, ran.stderr
-    for part in ("features.npy", "n_samples.npy", "done.npy", "index.json"):
-        assert (tmp_path / "local" / part).read_bytes() == (tmp_path / "ray" / part).read_bytes(), part
+    _assert_same_cache(tmp_path / "local", tmp_path / "ray")
 
 
 def test_bad_ray_options_are_one_line(corpus, tmp_path):
@@ -249,13 +262,8 @@ def test_index_and_prepare_on_a_two_node_cluster_are_the_local_ones(cluster, cor
                   cluster.address, "--actors", "2", cwd=tmp_path)
     _, stderr = run.communicate(timeout=300)
     assert local.returncode == run.returncode == 1, stderr
-    version = json.loads((tmp_path / "ray" / "manifest.json").read_text())["data"]
-    for part in sorted((tmp_path / "local" / version).iterdir()):
-        assert part.read_bytes() == (tmp_path / "ray" / version / part.name).read_bytes(), part.name
-    manifest = tmp_path / "m.csv"
-    files = sorted(corpus["audio"].glob("clip*.wav"))
-    manifest.write_text("path,split,tags\n" + "".join(f"{f},{s},a|b\n" for f, s in
-                                                     zip(files, ["train"] * (len(files) - 2) + ["valid", "test"])))
+    _assert_same_index(tmp_path / "local", tmp_path / "ray")
+    manifest = _cache_manifest(corpus, tmp_path / "m.csv")
     for name in ("local", "ray"):
         extra = ["--ray-address", cluster.address] if name == "ray" else []
         prepared = _mde_on(cluster, "prepare", "--dataset", "manifest", "--data", manifest, "--out",
@@ -263,8 +271,7 @@ def test_index_and_prepare_on_a_two_node_cluster_are_the_local_ones(cluster, cor
                            cwd=tmp_path)
         _, stderr = prepared.communicate(timeout=300)
         assert prepared.returncode == 0, stderr
-    for part in ("features.npy", "n_samples.npy", "done.npy", "index.json"):
-        assert (tmp_path / "cache-local" / part).read_bytes() == (tmp_path / "cache-ray" / part).read_bytes()
+    _assert_same_cache(tmp_path / "cache-local", tmp_path / "cache-ray")
 
 
 def _actor_pids() -> list[int]:
@@ -284,17 +291,24 @@ def _kill_actors(run: subprocess.Popen, out: Path, kills: int, poll: float = 0.0
     return killed
 
 
-def test_a_killed_actor_loses_and_duplicates_nothing(cluster, tmp_path):
+def _embed_killing_actors(cluster: LoopbackCluster, tmp_path: Path, kills: int):
+    """``mde embed`` of 150 files on the cluster while its inference actor is SIGKILLed ``kills`` times
+    (see _kill_actors): (files, output folder, pids killed, the process's exit code, its stderr)."""
     model = tmp_path / "tiny.onnx"
     model.write_bytes(build_tiny_model("tiny"))
     files = _write_corpus(tmp_path / "audio", 150)
     out = tmp_path / "out"
     run = _mde_on(cluster, "embed", tmp_path / "audio", "-m", model, "--ray-address", cluster.address, "-o", out,
                   cwd=tmp_path)
-    killed = _kill_actors(run, out, kills=1)
+    killed = _kill_actors(run, out, kills=kills)
     _, stderr = run.communicate(timeout=300)
+    return files, out, killed, run.returncode, stderr
+
+
+def test_a_killed_actor_loses_and_duplicates_nothing(cluster, tmp_path):
+    files, out, killed, returncode, stderr = _embed_killing_actors(cluster, tmp_path, kills=1)
     assert killed, "the job ended before an actor could be killed mid-run"
-    assert run.returncode == 0, stderr
+    assert returncode == 0, stderr
     assert f"{len(files)} embedded, 0 skipped" in stderr
     assert sorted(p.stem for p in out.glob("*.npz")) == sorted(f.stem for f in files)
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.stem}.npz" for f in files)  # no part files
@@ -305,16 +319,9 @@ def test_a_killed_actor_loses_and_duplicates_nothing(cluster, tmp_path):
 def test_past_the_retry_limit_the_missing_files_are_named(cluster, tmp_path):
     from mde.cluster.pipeline import ACTOR_RESTARTS
 
-    model = tmp_path / "tiny.onnx"
-    model.write_bytes(build_tiny_model("tiny"))
-    files = _write_corpus(tmp_path / "audio", 150)
-    out = tmp_path / "out"
-    run = _mde_on(cluster, "embed", tmp_path / "audio", "-m", model, "--ray-address", cluster.address, "-o", out,
-                  cwd=tmp_path)
-    killed = _kill_actors(run, out, kills=ACTOR_RESTARTS + 1)
-    _, stderr = run.communicate(timeout=300)
+    files, out, killed, returncode, stderr = _embed_killing_actors(cluster, tmp_path, kills=ACTOR_RESTARTS + 1)
     assert len(killed) == ACTOR_RESTARTS + 1, stderr
-    assert run.returncode == 1
+    assert returncode == 1
     written = {p.stem for p in out.glob("*.npz")}
     lost = [Path(line.split(":")[1].strip()).stem for line in stderr.splitlines()
             if line.startswith("failed:") and "lost: the Ray pipeline stopped" in line]
