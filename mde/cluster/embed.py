@@ -5,7 +5,8 @@ The driver plans the outputs, checks the destination and settles what needs no w
 does (an up-to-date output is skipped, a folder in an output's place fails); the other files go through
 the pipeline, whose actors write each output with the local batch's writer (atomically, to the same
 path). A file the pipeline lost (past Ray's retries) is reported as failed, unless its output is complete
-(an actor wrote it and died before it could say so); the outputs written stay.
+(an actor wrote it and died before it could say so); the outputs written stay, the part files of killed
+writes are removed.
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ def embed_files_on_ray(
                                              bool(row["padded"])))
     except PipelineStopped as stop:
         lost = f"lost: {stop}"
-    except BaseException:
-        remove_stale_parts(target for _, target in pairs)  # as the local batch: parts of a stopped batch
-        raise
+    finally:
+        # Every writer is done now. An actor killed mid-write (Ray retried its files under new temporary
+        # names) or a stopped batch leaves parts that no one will finish: removed, as the local batch does.
+        remove_stale_parts(target for _, target in pairs)
     for index, (source, target) in enumerate(pairs):
         if index not in outcomes:  # lost, unless an actor wrote it before the pipeline stopped
             settled, _ = check_target(source, target, settings, made_with)
