@@ -24,10 +24,21 @@ _RANDOM_HEX = 8  # characters of the random part of a temporary name
 _PART = re.compile(rf"\.(.+)\.[a-z0-9_]{{{_RANDOM_HEX}}}{re.escape(PART_SUFFIX)}")
 
 
+def part_name(name: str) -> str:
+    """A fresh temporary name for a file called ``name``: ``.<name>.<8 random hex digits>.part``."""
+    return f".{name}.{secrets.token_hex(_RANDOM_HEX // 2)}{PART_SUFFIX}"
+
+
+def part_of(name: str) -> str | None:
+    """The target name whose temporary file is called ``name`` (see :func:`part_name`), or None."""
+    match = _PART.fullmatch(name)
+    return match.group(1) if match else None
+
+
 def _create_part(target: Path) -> Path:
     """Create ``.<name>.<8 hex digits>.part`` beside ``target``, empty, mode 0o666 minus the umask."""
     while True:
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(_RANDOM_HEX // 2)}{PART_SUFFIX}")
+        tmp = target.with_name(part_name(target.name))
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
@@ -85,8 +96,7 @@ def stale_parts(targets: Iterable[str | os.PathLike[str]]) -> list[Path]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
-            match = _PART.fullmatch(entry.name)
-            if match and match.group(1) in names and entry.is_file(follow_symlinks=False):
+            if part_of(entry.name) in names and entry.is_file(follow_symlinks=False):
                 found.append(Path(entry.path))
     return found
 

@@ -135,7 +135,7 @@ def test_bad_ray_options_are_one_line(corpus, tmp_path):
     cases = [
         (["--ray", "--workers", "2"], "--workers is for the local batch; on Ray use --actors"),
         (["--actors", "2"], "--actors applies with --ray"),
-        (["--ray", "--actors", "4"], "leave none for decoding"),
+        (["--ray", "--actors", "4"], "2 CPUs: 4 actor(s) of 1 thread(s) do not fit"),
         (["--ray-address", "127.0.0.1:1"], "cannot connect to the Ray cluster at 127.0.0.1:1"),
     ]
     for args, fragment in cases:
@@ -245,12 +245,14 @@ def _mde_on(cluster: LoopbackCluster, *args, cwd: Path) -> subprocess.Popen:
 
 
 def test_embed_on_a_two_node_cluster_gives_the_local_outputs(cluster, corpus, tmp_path):
+    """Into a pyarrow filesystem URI (file://): the actors on both nodes write through pyarrow."""
     run = _mde_on(cluster, "embed", corpus["audio"], "-m", corpus["model"], "--ray-address", cluster.address,
-                  "--actors", "2", "-o", tmp_path / "out", cwd=tmp_path)
+                  "--actors", "2", "-o", (tmp_path / "out").as_uri(), cwd=tmp_path)
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 1, stderr
     _one_line_failure(stderr, "zz-broken.wav")
     _assert_same_outputs(corpus["local"], tmp_path / "out")
+    assert not [p for p in (tmp_path / "out").iterdir() if p.suffix != ".npz"]  # no part upload left
     assert _ray_processes(), "the command stopped the cluster it was only connected to"
 
 
@@ -302,8 +304,8 @@ def _embed_killing_actors(cluster: LoopbackCluster, tmp_path: Path, kills: int, 
     model.write_bytes(build_tiny_model("tiny"))
     files = _write_corpus(tmp_path / "audio", n_files)
     out = tmp_path / "out"
-    run = _mde_on(cluster, "embed", tmp_path / "audio", "-m", model, "--ray-address", cluster.address, "-o", out,
-                  cwd=tmp_path)
+    run = _mde_on(cluster, "embed", tmp_path / "audio", "-m", model, "--ray-address", cluster.address, "--actors", "1",
+                  "-o", out, cwd=tmp_path)
     killed = _kill_actors(run, out, kills=kills)
     _, stderr = run.communicate(timeout=300)
     return files, out, killed, run.returncode, stderr
@@ -320,6 +322,24 @@ def test_a_killed_actor_loses_and_duplicates_nothing(cluster, tmp_path):
         assert len(np.load(out / f"{path.stem}.npz")["timestamp"]) > 0
 
 
+def test_past_the_retry_limit_the_missing_files_are_named(cluster, tmp_path):
+    """The only inference actor killed once more than its restarts: the job stops (Ray Data alone would wait
+    for it forever; the watchdog notices), names every file it did not write, and leaves no part file."""
+    from mde.cluster.pipeline import ACTOR_RESTARTS
+
+    files, out, killed, returncode, stderr = _embed_killing_actors(cluster, tmp_path, kills=ACTOR_RESTARTS + 1)
+    assert len(killed) == ACTOR_RESTARTS + 1, stderr
+    assert returncode == 1
+    written = {p.stem for p in out.glob("*.npz")}
+    lost = [Path(line.split(":")[1].strip()).stem for line in stderr.splitlines()
+            if line.startswith("failed:") and "lost: the Ray pipeline stopped" in line]
+    assert lost, stderr
+    assert len(written) + len(lost) == len(files)  # every file is written or named as lost, never both
+    assert not set(lost) & written
+    assert f"{len(written)} embedded, 0 skipped (up to date), 0 too short, {len(lost)} failed" in stderr
+    assert not [p for p in out.iterdir() if p.suffix != ".npz"]  # no part file of a killed write
+
+
 def test_bench_e2e_measures_ray_beside_the_local_batch(corpus, tmp_path, shared_data, monkeypatch):
     """``mde bench e2e --ray``: a Ray row against the local rows of the same model, with Ray's start-up, the
     per-file overhead and the inference actor's peak memory."""
@@ -331,7 +351,7 @@ def test_bench_e2e_measures_ray_beside_the_local_batch(corpus, tmp_path, shared_
     rows = {row["name"]: row for row in json.loads((out / "bench_e2e_cpu.json").read_text())["results"]}
     ray = next(row for name, row in rows.items() if "on Ray" in name)
     local = rows[ray["reference"]]
-    assert "on Ray" not in ray["reference"] and local["workers"] == 1
+    assert "on Ray" not in ray["reference"] and local["workers"] == ray["workers"] == 2  # the same layout, 2 x 1
     assert ray["ray_start_s"] > 0 and ray["worker_peak_rss_mb"] > 10
     assert ray["overhead_ms_per_file"] == pytest.approx(
         1000 * (ray["median_s"] - local["median_s"]) / len(json.loads((out / "bench_e2e_cpu.json").read_text())

@@ -58,7 +58,8 @@ def run_ray(job: dict[str, Any]) -> tuple[int, float, float]:
     sampler.start()
     started = time.perf_counter()
     try:
-        report = embed_files_on_ray(Path(job["model"]), files, Path(job["out"]), settings, job["threads"], actors=1)
+        report = embed_files_on_ray(Path(job["model"]), files, Path(job["out"]), settings, job["threads"],
+                                    actors=job["workers"])
     finally:
         seconds = time.perf_counter() - started
         done.set()

@@ -197,17 +197,18 @@ def jobs_for(settings: BenchSettings, files: list[Path], work: Path,
         skipped[SEED_LABEL] = "no seed checkpoint (--seed-checkpoint)"
     for name, path in models:
         first = ""  # the first worker count's label: the reference of this model's rows
+        widest = ""  # the most workers' label: the reference of the Ray row (the same layout, n x 1 thread)
         for workers in WORKERS:
             label = f"mde {name}, {workers} worker{'s' if workers > 1 else ''} x {max(1, n // workers)} threads"
-            first = first or label
+            first, widest = first or label, label
             jobs[label] = {**base, "kind": "mde", "model": str(path), "workers": workers,
                            "threads": max(1, n // workers), "out": str(work / f"out-{len(jobs)}")}
             references[label] = first
         if settings.ray:
-            label = f"mde {name} on Ray (local instance), 1 actor x 1 thread"
-            jobs[label] = {**base, "kind": "ray", "model": str(path), "workers": 1, "threads": 1,
+            label = f"mde {name} on Ray (local instance), {n} actors x 1 thread"
+            jobs[label] = {**base, "kind": "ray", "model": str(path), "workers": n, "threads": 1,
                            "out": str(work / f"out-{len(jobs)}")}
-            references[label] = first
+            references[label] = widest
         if checkpoint is not None and path == models[-1][1]:
             jobs[SEED_LABEL] = {**base, "kind": "seed", "model": str(checkpoint), "workers": 1, "threads": n,
                                 "out": str(work / f"out-{len(jobs)}")}
@@ -267,12 +268,13 @@ def run(settings: BenchSettings) -> SuiteResult:
         f"Files: {len(files)} ({origin}), {total_s:.1f} s of audio. Each run is a fresh process, timed from loading "
         "the model to the last output written (decode, resample, front end, inference, .npz / .npy writing, worker "
         f"start); {rounds} round(s), configurations interleaved. Ratio = median / the first mde row of the same "
-        "model's median. Peak RSS: VmHWM of the run process, and ru_maxrss of its largest worker process "
+        "model's median (a Ray row: / the local row of the same layout, most workers x 1 thread). Peak RSS: "
+        "VmHWM of the run process, and ru_maxrss of its largest worker process "
         "(counted from the fork, so at least the main process's size then; 2 workers: the total is at most the "
         "main process plus twice that). A Ray row (--ray) runs embed_files_on_ray on a local instance "
-        "started before the timer (its start-up is ray_start_s; overhead_ms_per_file = (its median - the first "
-        "row's) / files); its worker peak RSS is the inference actor's (VmHWM). The musicnn package (TensorFlow) "
-        "needs its own venv: see benchmarks/bench_vs_musicnn.py."
+        "started before the timer (its start-up is ray_start_s; overhead_ms_per_file = (its median - its "
+        "reference row's) / files); its worker peak RSS is the largest actor's (VmHWM). The musicnn package "
+        "(TensorFlow) needs its own venv: see benchmarks/bench_vs_musicnn.py."
     )
     return finish(
         settings, "e2e", f"End to end: audio files to embeddings ({settings.device})", timings,
@@ -280,7 +282,7 @@ def run(settings: BenchSettings) -> SuiteResult:
         columns=[Column("files_per_s", "files/s", ".2f"), Column("x_real_time", "x real time", ".0f"),
                  Column("peak_rss_mb", "peak RSS (MB)", ".0f"),
                  Column("worker_peak_rss_mb", "worker peak RSS (MB)", ".0f")],
-        ratio_heading="time / first mde row (same model)",
+        ratio_heading="time / reference mde row (same model)",
         extra={"files": [f.name for f in files], "audio_seconds": round(total_s, 2), "rounds": rounds},
         packages=("numpy", "onnxruntime", "soundfile", "soxr", "torch"), notes=notes,
     )

@@ -108,7 +108,7 @@ def e2e(
     model: Optional[list[str]] = MODELS,
     audio: Optional[Path] = AUDIO,
     seed_checkpoint: Optional[Path] = SEED_CHECKPOINT,
-    ray: bool = typer.Option(False, "--ray", help="Also run each model on a local Ray instance (mde embed --ray: one actor of 1 thread, the other CPUs decoding; the ray extra): files/s against the local batch on the same CPUs, the per-file overhead, Ray's start-up and the actor's peak memory."),
+    ray: bool = typer.Option(False, "--ray", help="Also run each model on a local Ray instance (mde embed --ray: one actor of 1 thread per CPU, each decoding its own files; the ray extra): files/s against the local batch of as many 1-thread workers, the per-file overhead, Ray's start-up and an actor's peak memory."),
 ) -> None:
     """A folder of real MP3 / OGG files to embeddings with 1 and 2 worker processes: files/s, x real time,
     peak memory; against the first seed's torch pipeline (and with --ray, on Ray)."""

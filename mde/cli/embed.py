@@ -50,7 +50,7 @@ def embed(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     hop: Optional[float] = typer.Option(None, "--hop", help=HOP_HELP),
     window: Optional[float] = typer.Option(None, "--window", help=WINDOW_HELP),
-    out_dir: Path = typer.Option(Path("embeddings"), "--out", "-o", help="Folder for the outputs, one <stem>.<format> per input."),
+    out: str = typer.Option("embeddings", "--out", "-o", help="Folder for the outputs, one <stem>.<format> per input: a local path, or a pyarrow filesystem URI (s3://bucket/emb, gs://..., hdfs://..., file:///...; credentials as pyarrow reads them)."),
     fmt: str = typer.Option("npz", "--format", "-f", help="npz (arrays), parquet (a row per frame) or jsonl (an object per frame)."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Which model output to store as the embedding (default: the model's embedding layer)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
@@ -67,7 +67,9 @@ def embed(
     from mde.runtime.batch import EmbedSettings, check_destination, embed_files
     from mde.runtime.extractor import check_request
     from mde.runtime.package import read_model_info
+    from mde.runtime.remote import output_path
 
+    out_dir = output_path(out)
     on_ray = ray_requested(ray, ray_address, workers, actors)
     settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite,
                              backend=backend, device=device)
@@ -78,7 +80,7 @@ def embed(
     finished: list = []
     started = time.perf_counter()
     try:
-        with sigterm_raises(), ray_connected(on_ray, ray_address, "Embedding on Ray", actors or 1, threads), \
+        with sigterm_raises(), ray_connected(on_ray, ray_address, "Embedding on Ray", actors, threads, device), \
                 file_progress() as progress:
             task = progress.add_task("embedding", total=len(sources))
 
@@ -93,7 +95,7 @@ def embed(
             if on_ray:
                 from mde.cluster.embed import embed_files_on_ray
 
-                result = embed_files_on_ray(model_path, sources, out_dir, settings, threads, actors or 1, ray_address,
+                result = embed_files_on_ray(model_path, sources, out_dir, settings, threads, actors, ray_address,
                                             on_outcome=report)
             else:
                 result = embed_files(model_path, sources, out_dir, settings, threads, workers, on_outcome=report)

@@ -48,7 +48,7 @@ def index(
     if ray_requested(ray, ray_address, workers, actors):
         from mde.cluster.index import ray_embedder
 
-        embedder = ray_embedder(threads, actors or 1, ray_address)
+        embedder = ray_embedder(threads, actors, ray_address)
 
     done: list = []
     started = time.perf_counter()
@@ -70,7 +70,7 @@ def index(
             progress.advance(tasks[0])
 
     try:
-        with sigterm_raises(), ray_connected(embedder is not None, ray_address, "Indexing on Ray", actors or 1,
+        with sigterm_raises(), ray_connected(embedder is not None, ray_address, "Indexing on Ray", actors,
                                              threads):
             try:
                 report = build_index(paths, out_dir, model=model, layer=layer, hop=hop, workers=workers,

@@ -331,7 +331,7 @@ def prepare(
     ds = load_dataset(dataset, data, single_label=single_label or dataset == "gtzan", merge_synonyms=merge_synonyms,
                       mtat_split=mtat_split)
     total = sum(len(clips) for clips in ds.splits.values())
-    with ray_connected(map_chunks is not None, ray_address, "Preparing on Ray"), file_progress() as progress:
+    with ray_connected(map_chunks is not None, ray_address, "Preparing on Ray", actor_pool=False), file_progress() as progress:
         task = progress.add_task("preparing", total=total)
 
         def on_progress(path: str, ok: bool) -> None:

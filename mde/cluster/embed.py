@@ -11,13 +11,11 @@ writes are removed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from mde.atomic import remove_stale_parts
 from mde.cluster.pipeline import PipelineStopped, iter_on_ray, outcome_fields
 from mde.runtime.batch import (
     BatchReport,
@@ -30,6 +28,7 @@ from mde.runtime.batch import (
     store_result,
 )
 from mde.runtime.extractor import EmbeddingResult
+from mde.runtime.remote import OutputPath, output_path, remove_partial_outputs
 from mde.runtime.writers import OutputSettings
 
 WRITTEN = "written before the Ray pipeline stopped"
@@ -45,33 +44,35 @@ class OutputSink:
 
     def store(self, result: EmbeddingResult, job: dict[str, Any]) -> dict[str, Any]:
         notes = [job["notes"]] if job["notes"] else []
-        outcome = store_result(result, Path(job["source"]), Path(job["target"]), self.settings, self.made_with, notes)
+        outcome = store_result(result, Path(job["source"]), output_path(job["target"]), self.settings, self.made_with,
+                               notes)
         return outcome_fields(outcome.status, outcome.message, outcome.frames, outcome.padded)
 
 
 def embed_files_on_ray(
     model_path: Path,
     sources: Iterable[Path],
-    out_dir: Path,
+    out_dir: OutputPath,
     settings: Optional[EmbedSettings] = None,
     threads: Optional[int] = None,
-    actors: int = 1,
+    actors: Optional[int] = None,
     address: Optional[str] = None,
     on_outcome: Optional[Callable[[FileOutcome], None]] = None,
 ) -> BatchReport:
     """Embed every source into ``out_dir`` on Ray: the same outputs, outcomes and errors as
     :func:`mde.runtime.batch.embed_files` (``on_outcome`` called as files finish, in any order; the report
-    in input order), with ``actors`` inference actors of ``threads`` CPUs (default 1) each, on the cluster
-    at ``address`` or a local instance (see :func:`mde.cluster.session.ray_session`).
+    in input order), with ``actors`` actors (default: as many as the cluster's CPUs hold; see
+    :func:`mde.cluster.pipeline.pool_size`) of ``threads`` CPUs (default 1) each, on the cluster at
+    ``address`` or a local instance (see :func:`mde.cluster.session.ray_session`).
 
-    MdeError before any work for what the local batch refuses, and when the cluster has no CPU left for the
-    prepare tasks beside the actors.
+    MdeError before any work for what the local batch refuses, and when the cluster lacks the CPUs for the
+    actors (see :func:`mde.cluster.pipeline.check_capacity`).
     """
     settings = settings or EmbedSettings()
     pairs = plan_outputs(sources, out_dir, settings.fmt)
     check_destination(out_dir)
     made_with = output_settings(model_path, settings)
-    remove_stale_parts(target for _, target in pairs)
+    remove_partial_outputs(target for _, target in pairs)
     outcomes: dict[int, FileOutcome] = {}
 
     def settle(index: int, outcome: FileOutcome) -> None:
@@ -85,7 +86,7 @@ def embed_files_on_ray(
         if settled is not None:
             settle(index, settled)
         else:
-            jobs.append({"index": index, "source": os.fspath(source), "target": os.fspath(target),
+            jobs.append({"index": index, "source": str(source), "target": str(target),
                          "notes": "; ".join(notes)})
 
     lost = ""
@@ -100,7 +101,7 @@ def embed_files_on_ray(
     finally:
         # Every writer is done now. An actor killed mid-write (Ray retried its files under new temporary
         # names) or a stopped batch leaves parts that no one will finish: removed, as the local batch does.
-        remove_stale_parts(target for _, target in pairs)
+        remove_partial_outputs(target for _, target in pairs)
     for index, (source, target) in enumerate(pairs):
         if index not in outcomes:  # lost, unless an actor wrote it before the pipeline stopped
             settled, _ = check_target(source, target, settings, made_with)

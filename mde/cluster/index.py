@@ -31,9 +31,11 @@ class StagingSink:
         return outcome_fields(outcome.status, outcome.message, len(result.timestamps), result.padded)
 
 
-def ray_embedder(threads: Optional[int] = None, actors: int = 1, address: Optional[str] = None) -> JobEmbedder:
-    """A JobEmbedder running on Ray: ``actors`` inference actors of ``threads`` CPUs (default 1) each, on the
-    cluster at ``address`` or a local instance; a job lost past Ray's retries is a failed outcome."""
+def ray_embedder(threads: Optional[int] = None, actors: Optional[int] = None,
+                 address: Optional[str] = None) -> JobEmbedder:
+    """A JobEmbedder running on Ray: ``actors`` inference actors (default: as many as the CPUs hold) of
+    ``threads`` CPUs (default 1) each, on the cluster at ``address`` or a local instance; a job lost past
+    Ray's retries is a failed outcome."""
 
     def embed(jobs: list[IndexJob], staging: Path, space: VectorSpace,
               made_with: str) -> Iterator[tuple[IndexJob, FileOutcome]]:

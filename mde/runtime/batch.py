@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mde.atomic import remove_stale_parts
 from mde.errors import MdeError
 from mde.runtime.backends.common import check_choice
 from mde.runtime.chunker import frame_grid
 from mde.runtime.extractor import ClipTooShort, EmbeddingResult, Model, check_request
 from mde.runtime.package import check_seconds, read_model_info
+from mde.runtime.remote import OutputPath, RemotePath, check_remote_folder, on_local_file, remove_partial_outputs
 from mde.runtime.workers import process_map
 from mde.runtime.writers import FORMATS, OutputSettings, reuse_problem, write_result
 
@@ -36,7 +36,7 @@ class FileOutcome:
     exists), 'short' or 'failed'."""
 
     source: Path
-    target: Path
+    target: OutputPath
     status: str
     message: str = ""
     frames: int = 0
@@ -78,10 +78,10 @@ class EmbedSettings:
         check_seconds(self.window, self.hop)
 
 
-def plan_outputs(sources: Iterable[Path], out_dir: Path, fmt: str) -> list[tuple[Path, Path]]:
+def plan_outputs(sources: Iterable[Path], out_dir: OutputPath, fmt: str) -> list[tuple[Path, OutputPath]]:
     """Pair each input with ``out_dir/<stem>.<fmt>``; two inputs that would share an output are an error."""
-    pairs: list[tuple[Path, Path]] = []
-    claimed: dict[Path, Path] = {}
+    pairs: list[tuple[Path, OutputPath]] = []
+    claimed: dict[OutputPath, Path] = {}
     for source in sources:
         target = out_dir / f"{source.stem}.{fmt}"
         if target in claimed:
@@ -93,10 +93,14 @@ def plan_outputs(sources: Iterable[Path], out_dir: Path, fmt: str) -> list[tuple
     return pairs
 
 
-def check_destination(out_dir: Path) -> None:
+def check_destination(out_dir: OutputPath) -> None:
     """MdeError unless files can be created in ``out_dir``, or in its nearest existing ancestor when it
     does not exist yet (it is created by the first write). Checked by creating and removing a file:
-    permission bits alone do not tell (root ignores them; a read-only mount does not show in them)."""
+    permission bits alone do not tell (root ignores them; a read-only mount does not show in them).
+    A folder on a pyarrow filesystem is created and checked likewise (see :mod:`mde.runtime.remote`)."""
+    if isinstance(out_dir, RemotePath):
+        check_remote_folder(out_dir)
+        return
     existing = out_dir
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
@@ -134,7 +138,7 @@ def output_settings(model_path: Path, settings: EmbedSettings) -> OutputSettings
 
 
 def embed_one(
-    model: Model, source: Path, target: Path, settings: EmbedSettings, made_with: OutputSettings
+    model: Model, source: Path, target: OutputPath, settings: EmbedSettings, made_with: OutputSettings
 ) -> FileOutcome:
     """Embed one file and write its output made with ``made_with``, unless an up-to-date one exists.
     User-caused failures, write errors included, become a 'failed' outcome."""
@@ -151,7 +155,7 @@ def embed_one(
 
 
 def check_target(
-    source: Path, target: Path, settings: EmbedSettings, made_with: OutputSettings
+    source: Path, target: OutputPath, settings: EmbedSettings, made_with: OutputSettings
 ) -> tuple[Optional[FileOutcome], list[str]]:
     """What is settled before any work on ``source``: (its outcome, []) when its output is up to date
     ('skipped') or cannot be written ('failed': the target is a folder), else (None, notes about the
@@ -161,7 +165,7 @@ def check_target(
                                                      "folder"), []
     notes = []
     if target.exists() and not settings.overwrite:
-        problem = reuse_problem(target, settings.fmt, made_with)
+        problem = on_local_file(target, lambda path: reuse_problem(path, settings.fmt, made_with))
         if problem is None:
             return FileOutcome(source, target, "skipped", "up to date"), []
         notes.append(f"the existing {target} {problem}: recomputed")
@@ -178,7 +182,7 @@ def short_message(exc: ClipTooShort) -> str:
     return f"{exc}; skipped (--no-pad)"
 
 
-def store_result(result: EmbeddingResult, source: Path, target: Path, settings: EmbedSettings,
+def store_result(result: EmbeddingResult, source: Path, target: OutputPath, settings: EmbedSettings,
                  made_with: OutputSettings, notes: list[str]) -> FileOutcome:
     """Write ``result`` (atomically) and say how it went: 'done' with ``notes`` (and a padding note), or
     'failed' when the file cannot be written."""
@@ -203,14 +207,14 @@ def _load(model_path: str | Path, threads: Optional[int], settings: EmbedSetting
     return Model(model_path, threads=threads, backend=settings.backend, device=settings.device)
 
 
-def _work(job: tuple[Path, Path, EmbedSettings, OutputSettings]) -> FileOutcome:
+def _work(job: tuple[Path, OutputPath, EmbedSettings, OutputSettings]) -> FileOutcome:
     assert _worker_model is not None
     return embed_one(_worker_model, *job)
 
 
 def iter_embed(
     model_path: Path,
-    pairs: list[tuple[Path, Path]],
+    pairs: list[tuple[Path, OutputPath]],
     settings: EmbedSettings,
     made_with: OutputSettings,
     threads: Optional[int] = None,
@@ -230,13 +234,14 @@ def iter_embed(
 def embed_files(
     model_path: Path,
     sources: Iterable[Path],
-    out_dir: Path,
+    out_dir: OutputPath,
     settings: EmbedSettings = EmbedSettings(),
     threads: Optional[int] = None,
     workers: int = 1,
     on_outcome: Optional[Callable[[FileOutcome], None]] = None,
 ) -> BatchReport:
-    """Embed every source into ``out_dir``; ``on_outcome`` is called as each file finishes.
+    """Embed every source into ``out_dir`` (a local folder, or a folder on a pyarrow filesystem: see
+    :func:`mde.runtime.remote.output_path`); ``on_outcome`` is called as each file finishes.
 
     Before any model is loaded: MdeError if two sources would share an output, if ``out_dir`` cannot
     be written, or if the model does not accept the settings. Temporary files that a killed earlier
@@ -245,7 +250,7 @@ def embed_files(
     pairs = plan_outputs(sources, out_dir, settings.fmt)
     check_destination(out_dir)
     made_with = output_settings(model_path, settings)
-    remove_stale_parts(target for _, target in pairs)
+    remove_partial_outputs(target for _, target in pairs)
     report = BatchReport()
     try:
         for outcome in iter_embed(model_path, pairs, settings, made_with, threads, workers):
@@ -255,6 +260,6 @@ def embed_files(
     except BaseException:
         # Ctrl-C can land between a temporary file's creation and the cleanup that removes it; once the
         # workers are gone, every part of these outputs is this batch's to remove.
-        remove_stale_parts(target for _, target in pairs)
+        remove_partial_outputs(target for _, target in pairs)
         raise
     return report

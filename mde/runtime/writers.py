@@ -33,6 +33,7 @@ import numpy as np
 
 from mde.atomic import atomic_path
 from mde.runtime.extractor import EmbeddingResult
+from mde.runtime.remote import OutputPath, written_atomically
 
 FORMATS = ("npz", "parquet", "jsonl")
 FORMAT_VERSION = 2
@@ -172,11 +173,12 @@ def _check_format(fmt: str) -> None:
         raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
 
 
-def write_result(result: EmbeddingResult, target: Path, fmt: str, settings: OutputSettings) -> Path:
-    """Write ``result``, made with ``settings``, to ``target`` in format ``fmt`` ('npz', 'parquet' or
-    'jsonl') atomically. OSError when the file cannot be written (nothing is left behind then)."""
+def write_result(result: EmbeddingResult, target: OutputPath, fmt: str, settings: OutputSettings) -> OutputPath:
+    """Write ``result``, made with ``settings``, to ``target`` (a local path, or a file on a pyarrow
+    filesystem) in format ``fmt`` ('npz', 'parquet' or 'jsonl') atomically. OSError when the file cannot be
+    written (nothing is left behind then)."""
     _check_format(fmt)
-    with atomic_path(target) as tmp:
+    with atomic_path(target) if isinstance(target, Path) else written_atomically(target) as tmp:
         _WRITERS[fmt](result, settings, tmp)
     return target
 
