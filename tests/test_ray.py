@@ -129,6 +129,20 @@ def test_prepare_on_ray_is_the_local_cache(corpus, tmp_path):
     _assert_same_cache(tmp_path / "local", tmp_path / "ray")
 
 
+def test_the_gpu_topology_prepares_in_cpu_tasks_and_gives_the_same_outputs(corpus, tmp_path, monkeypatch):
+    """The topology of --device cuda (prepare as CPU tasks feeding the actors), chosen here on CPU: the
+    driver decides it, so patching the choice in this process is enough."""
+    from mde.cluster import pipeline
+    from mde.cluster.embed import embed_files_on_ray
+
+    monkeypatch.setattr(pipeline, "prepares_apart", lambda device: True)
+    monkeypatch.chdir(tmp_path)  # (Ray puts the driver's working folder on its workers' import path)
+    sources = sorted(corpus["audio"].iterdir())
+    report = embed_files_on_ray(corpus["model"], sources, tmp_path / "out")
+    assert [o.status for o in report.outcomes] == ["done"] * N_FILES + ["failed"]
+    _assert_same_outputs(corpus["local"], tmp_path / "out")
+
+
 def test_bad_ray_options_are_one_line(corpus, tmp_path):
     from test_cli import assert_one_line_error
 
