@@ -56,7 +56,8 @@ def main() -> None:
                       "fixed_s": round(timed[sizes[0]] - sizes[0] * slope, 2)}
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {cpus} CPUs ({os.cpu_count()} online)",
-        "model": str(args.model), "files": len(files), "sizes": list(sizes), "ray_instance_start_s": round(ray_start, 2),
+        "model": str(args.model), "files": len(files), "sizes": list(sizes),
+        "ray_instance_start_s": round(ray_start, 2),
         "layout": f"{cpus} x 1 thread (local: worker processes; Ray: actors)", **rows,
         "marginal_ratio_ray_over_local": round(rows["ray"]["marginal_ms_per_file"]
                                                / rows["local"]["marginal_ms_per_file"], 3),

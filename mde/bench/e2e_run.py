@@ -13,6 +13,7 @@ size then; for 'ray' the inference actor's VmHWM).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import threading
@@ -96,6 +97,8 @@ def run_seed(job: dict[str, Any]) -> int:
 
 def main(argv: list[str]) -> None:
     job = json.loads(argv[0])
+    if job.get("cpus"):  # pinned before any thread starts (ONNX Runtime sizes its pools from the affinity)
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: job["cpus"]])
     import onnxruntime  # noqa: F401  (imports are not part of the timed work)
     import soundfile  # noqa: F401
 

@@ -196,11 +196,17 @@ def jobs_for(settings: BenchSettings, files: list[Path], work: Path,
     else:
         skipped[SEED_LABEL] = "no seed checkpoint (--seed-checkpoint)"
     for name, path in models:
-        first = ""  # the first worker count's label: the reference of this model's rows
+        first = ""  # the first row's label (1 core when there are more): the reference of this model's rows
+        if n > 1:
+            first = f"mde {name}, 1 core (1 worker x 1 thread)"
+            jobs[first] = {**base, "kind": "mde", "model": str(path), "workers": 1, "threads": 1, "cpus": 1,
+                           "out": str(work / f"out-{len(jobs)}")}
+            references[first] = first
+        multi = ""  # 1 worker x n threads: the reference of the seed pipeline's row (the same threads)
         widest = ""  # the most workers' label: the reference of the Ray row (the same layout, n x 1 thread)
         for workers in WORKERS:
             label = f"mde {name}, {workers} worker{'s' if workers > 1 else ''} x {max(1, n // workers)} threads"
-            first, widest = first or label, label
+            first, multi, widest = first or label, multi or label, label
             jobs[label] = {**base, "kind": "mde", "model": str(path), "workers": workers,
                            "threads": max(1, n // workers), "out": str(work / f"out-{len(jobs)}")}
             references[label] = first
@@ -212,7 +218,7 @@ def jobs_for(settings: BenchSettings, files: list[Path], work: Path,
         if checkpoint is not None and path == models[-1][1]:
             jobs[SEED_LABEL] = {**base, "kind": "seed", "model": str(checkpoint), "workers": 1, "threads": n,
                                 "out": str(work / f"out-{len(jobs)}")}
-            references[SEED_LABEL] = first
+            references[SEED_LABEL] = multi
     return jobs, references
 
 
@@ -258,6 +264,7 @@ def run(settings: BenchSettings) -> SuiteResult:
             "worker_peak_rss_mb": memory[t.name]["worker_peak_rss_mb"]
             if jobs[t.name]["workers"] > 1 or jobs[t.name]["kind"] == "ray" else None,
             "workers": jobs[t.name]["workers"], "threads_per_process": jobs[t.name]["threads"],
+            "cpus": jobs[t.name].get("cpus", settings.n_threads),
             **({"ray_start_s": memory[t.name]["ray_start_s"],
                 "overhead_ms_per_file": round(1000 * (t.median_s - by_name[references[t.name]].median_s)
                                               / len(files), 1)} if jobs[t.name]["kind"] == "ray" else {}),
@@ -268,7 +275,9 @@ def run(settings: BenchSettings) -> SuiteResult:
         f"Files: {len(files)} ({origin}), {total_s:.1f} s of audio. Each run is a fresh process, timed from loading "
         "the model to the last output written (decode, resample, front end, inference, .npz / .npy writing, worker "
         f"start); {rounds} round(s), configurations interleaved. Ratio = median / the first mde row of the same "
-        "model's median (a Ray row: / the local row of the same layout, most workers x 1 thread). Peak RSS: "
+        "model's median: its 1-core row (pinned to one CPU) where there are more cores, so that the others' "
+        "ratios are their scaling (a Ray row: / the local row of the same layout, most workers x 1 thread; "
+        "the seed pipeline: / mde's 1 worker x N threads). Peak RSS: "
         "VmHWM of the run process, and ru_maxrss of its largest worker process "
         "(counted from the fork, so at least the main process's size then; 2 workers: the total is at most the "
         "main process plus twice that). A Ray row (--ray) runs embed_files_on_ray on a local instance "

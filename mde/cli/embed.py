@@ -15,7 +15,8 @@ from mde.cli.ray_options import ACTORS_HELP, RAY_ADDRESS_HELP, RAY_HELP, ray_con
 MODEL_HELP = "Model name in the store (see 'mde models') or path to an .onnx model file. Default: MTT_musicnn."
 WINDOW_HELP = "Window length in seconds, for models that take any length (musicnn); default: the model's."
 HOP_HELP = "Seconds between window starts (default: the model's hop, non-overlapping windows)."
-THREADS_HELP = "Threads for inference and the front end in each process (default: ONNX Runtime's choice)."
+THREADS_HELP = ("Threads in each process (default: the CPUs it may run on, as taskset or a container sets them): "
+                "one process embeds that many files at a time, one thread each (a single file gets them all).")
 BACKEND_HELP = ("Inference backend: ort (ONNX Runtime), tensorrt (a TensorRT engine built beside the model on "
                 "first use; CUDA only) or torch (the model's graph run by torch; fp16 and CUDA graphs on CUDA).")
 DEVICE_HELP = "cpu or cuda (ort on cuda needs onnxruntime-gpu: pip install 'mde\\[gpu]')."

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -24,7 +24,7 @@ from mde.runtime.chunker import frame_grid
 from mde.runtime.extractor import ClipTooShort, EmbeddingResult, Model, check_request
 from mde.runtime.package import check_seconds, read_model_info
 from mde.runtime.remote import OutputPath, RemotePath, check_remote_folder, on_local_file, remove_partial_outputs
-from mde.runtime.workers import process_map
+from mde.runtime.workers import ordered_map, process_map
 from mde.runtime.writers import FORMATS, OutputSettings, reuse_problem, write_result
 
 _HASH_CHUNK = 1 << 20
@@ -203,6 +203,17 @@ def _init_worker(model_path: str, threads: Optional[int], settings: EmbedSetting
     _worker_model = _load(model_path, threads, settings)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: ``taskset``, a container's cpuset)."""
+    return len(os.sched_getaffinity(0))
+
+
+def files_at_once(threads: int, files: int) -> int:
+    """How many files a batch of ``files`` embeds at a time with ``threads`` threads: one per thread (one
+    file at a time scales worse: 1.45x on 2 cores against 1.9x for FCN29), never more than there are."""
+    return max(1, min(threads, files))
+
+
 def _load(model_path: str | Path, threads: Optional[int], settings: EmbedSettings) -> Model:
     return Model(model_path, threads=threads, backend=settings.backend, device=settings.device)
 
@@ -219,13 +230,22 @@ def iter_embed(
     made_with: OutputSettings,
     threads: Optional[int] = None,
     workers: int = 1,
-) -> Iterator[FileOutcome]:
+) -> Generator[FileOutcome, None, None]:
     """Outcomes as files finish (in input order), using ``workers`` processes when more than one
-    (see :mod:`mde.runtime.workers`: they stop with the batch and die with this process)."""
+    (see :mod:`mde.runtime.workers`: they stop with the batch and die with this process), each with
+    ``threads`` threads. In one process the threads (default: the CPUs this process may run on) embed
+    :func:`files_at_once` files at a time with one shared model, each inference call with the threads left
+    per file: decoding, the front end and ONNX Runtime release the GIL, so the cores overlap one file's
+    decoding with another's inference."""
     if workers <= 1:
-        model = _load(model_path, threads, settings)
-        for source, target in pairs:
-            yield embed_one(model, source, target, settings, made_with)
+        total = threads or usable_cpus()
+        at_once = files_at_once(total, len(pairs))
+        model = _load(model_path, max(1, total // at_once), settings)
+
+        def one(pair: tuple[Path, OutputPath]) -> FileOutcome:
+            return embed_one(model, pair[0], pair[1], settings, made_with)
+
+        yield from ordered_map(one, pairs, at_once)
         return
     jobs = [(source, target, settings, made_with) for source, target in pairs]
     yield from process_map(_work, jobs, workers, _init_worker, (os.fspath(model_path), threads, settings))
@@ -252,14 +272,16 @@ def embed_files(
     made_with = output_settings(model_path, settings)
     remove_partial_outputs(target for _, target in pairs)
     report = BatchReport()
+    outcomes = iter_embed(model_path, pairs, settings, made_with, threads, workers)
     try:
-        for outcome in iter_embed(model_path, pairs, settings, made_with, threads, workers):
+        for outcome in outcomes:
             report.outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome)
     except BaseException:
         # Ctrl-C can land between a temporary file's creation and the cleanup that removes it; once the
-        # workers are gone, every part of these outputs is this batch's to remove.
+        # workers (processes or threads) are gone, every part of these outputs is this batch's to remove.
+        outcomes.close()
         remove_partial_outputs(target for _, target in pairs)
         raise
     return report

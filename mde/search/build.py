@@ -32,11 +32,18 @@ import numpy as np
 from mde.audio import find_audio_files
 from mde.errors import MdeError
 from mde.runtime import store
-from mde.runtime.batch import EmbedSettings, check_destination, output_settings, padding_note
+from mde.runtime.batch import (
+    EmbedSettings,
+    check_destination,
+    files_at_once,
+    output_settings,
+    padding_note,
+    usable_cpus,
+)
 from mde.runtime.defaults import default_model_path
 from mde.runtime.extractor import EmbeddingResult, Model
 from mde.runtime.package import read_model_info
-from mde.runtime.workers import process_map
+from mde.runtime.workers import ordered_map, process_map
 from mde.search import faiss_kinds, storage
 from mde.search.manifest import Manifest, VectorSpace, read_manifest
 from mde.search.storage import IndexArrays
@@ -253,10 +260,14 @@ def _embed(jobs: list[IndexJob], staging: Path, space: VectorSpace, made_with: s
     if workers > 1:
         yield from zip(todo, process_map(_embed_job, todo, workers, _init_worker, setup))
         return
-    _init_worker(*setup)
+    total = threads or usable_cpus()
+    at_once = files_at_once(total, len(todo))  # several files at a time, as the batch of mde embed
+    _init_worker(space.model_path, max(1, total // at_once), *setup[2:])
+    outcomes = ordered_map(_embed_job, todo, at_once)
     try:
-        yield from zip(todo, map(_embed_job, todo))
+        yield from zip(todo, outcomes)
     finally:
+        outcomes.close()  # (the running files finish before the model goes)
         _worker.clear()
 
 

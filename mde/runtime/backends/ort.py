@@ -40,6 +40,9 @@ class OrtBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.inter_op_num_threads = 1
+        # Memory patterns pre-plan each input shape's buffers; without them a concurrent call (a batch's file
+        # threads) costs about 35 MB less for FCN29, at the same speed.
+        options.enable_mem_pattern = False
         if threads is not None:
             options.intra_op_num_threads = threads
         self.path = Path(path)
