@@ -1,7 +1,8 @@
 """Audio I/O: decode files to mono float32, resample, validate, and find audio files on disk.
 
 Units: lengths and positions are in samples unless a name says seconds; rates are in Hz. Decoding
-uses libsndfile (through soundfile) and resampling uses soxr; neither imports torch or librosa.
+uses libsndfile (through soundfile), and FFmpeg (PyAV, when installed) for the formats libsndfile does not
+read (M4A/AAC and others: :mod:`mde.audio_ffmpeg`); resampling uses soxr; none imports torch or librosa.
 
 Every failure to read a file raises a subclass of :class:`mde.errors.AudioError` whose one-line
 message starts with the path.
@@ -23,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from mde.audio_ffmpeg import FFMPEG_EXTENSIONS, decode_ffmpeg, ffmpeg_available
 from mde.errors import (
     AudioError,
     AudioFileNotFound,
@@ -43,7 +45,14 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
     | ({".opus"} if "OPUS" in sf.available_subtypes("OGG") else set())
 )
-"""Lower-case suffixes that :func:`find_audio_files` picks up when it walks a folder."""
+"""Lower-case suffixes of the formats libsndfile reads, which :func:`find_audio_files` picks up when it walks
+a folder (with :data:`mde.audio_ffmpeg.FFMPEG_EXTENSIONS` beside them when PyAV is installed: see
+:func:`audio_extensions`)."""
+
+
+def audio_extensions() -> frozenset[str]:
+    """The suffixes :func:`find_audio_files` picks up: AUDIO_EXTENSIONS, and FFmpeg's when PyAV is installed."""
+    return AUDIO_EXTENSIONS | FFMPEG_EXTENSIONS if ffmpeg_available() else AUDIO_EXTENSIONS
 
 MAX_SAMPLE_MAGNITUDE = 1e6
 """The largest sample magnitude accepted (full scale is 1.0): room for int16-scaled float arrays, far
@@ -155,9 +164,14 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None, channels: in
     path = Path(path)
     if sr is not None:
         _check_rate(sr, f"{path}: requested sample rate")
-    with _decoder_notices_muted(), open_audio(path) as f:
-        samples = _read_all(f, mono=channels == 1)
-        rate = f.samplerate
+    try:
+        with _decoder_notices_muted(), open_audio(path) as f:
+            samples = _read_all(f, mono=channels == 1)
+            rate = f.samplerate
+    except NotAudioError:
+        if path.suffix.lower() == ".raw" or not ffmpeg_available():
+            raise
+        samples, rate = _decoded_by_ffmpeg(path, mono=channels == 1)
     if len(samples) == 0:
         raise EmptyAudioFile(f"{path}: the file holds no audio frames")
     check_samples(samples, str(path), sr=rate)
@@ -387,6 +401,17 @@ def _decoder_lines(text: str) -> tuple[list[str], list[str]]:
 _decoder_notices_muted = _StderrCapture()
 
 
+def _decoded_by_ffmpeg(path: Path, mono: bool) -> tuple[np.ndarray, int]:
+    """A file libsndfile does not read, decoded by FFmpeg (see :mod:`mde.audio_ffmpeg`); libsndfile's
+    NotAudioError stands when FFmpeg cannot read it either."""
+    try:
+        samples, rate = decode_ffmpeg(path)
+    except NotAudioError:
+        raise NotAudioError(f"{path}: not a recognised audio format") from None
+    _check_rate(rate, f"{path}: sample rate")
+    return (to_mono(samples) if mono else samples), rate
+
+
 def _walk_audio(folder: Path) -> list[Path]:
     """Audio files under ``folder``, skipping hidden files and folders."""
     files = []
@@ -395,7 +420,7 @@ def _walk_audio(folder: Path) -> list[Path]:
         files += [
             Path(root, name)
             for name in names
-            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
+            if not name.startswith(".") and Path(name).suffix.lower() in audio_extensions()
         ]
     return files
 

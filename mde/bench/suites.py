@@ -22,12 +22,13 @@ DEVICES = ("cpu", "cuda")
 SUITES: dict[str, str] = {
     "frontend": "mde.bench.frontend_suite:run",
     "models": "mde.bench.models_suite:run",
+    "decode": "mde.bench.decode_suite:run",
     "e2e": "mde.bench.e2e_suite:run",
     "stream": "mde.bench.stream_suite:run",
     "search": "mde.bench.search_suite:run",
 }
 """Suite name -> 'module:function'; imported only when the suite runs."""
-ALL_SUITES: list[str] = ["frontend", "models", "e2e", "stream", "search"]
+ALL_SUITES: list[str] = ["frontend", "models", "decode", "e2e", "stream", "search"]
 """What ``mde bench all`` runs, in order."""
 MTAT_CLIP = "joram-moments_of_clarity-08-solipsism-59-88.mp3"
 """The 29.1 s, 16 kHz mono MagnaTagATune clip of the shared test data, the suites' preferred input."""

@@ -16,7 +16,7 @@ import typer
 from mde.cli.console import err, out
 
 bench_app = typer.Typer(
-    help=("Benchmarks: front end, models, end to end, streaming latency, search (and all of them). Each writes "
+    help=("Benchmarks: front end, models, decoders, end to end, streaming latency, search (and all of them). Each writes "
           "bench_<suite>_<device>.json, .md and .png to --out, naming the machine, versions and command; "
           "medians over repeated runs with min and max, ratios against a baseline measured in the same run."),
     no_args_is_help=True,
@@ -96,6 +96,19 @@ def models(
     """Each model and window scale under torch eager and ONNX Runtime fp32 / int8 / fp16 (GPU: torch fp16 +
     CUDA graphs, ORT CUDA, TensorRT), batch 1 and 32: x real time and GFLOP/s against the machine's peak."""
     _run(["models"], _settings(out_dir, device, threads, quick, rounds, model, audio))
+
+
+@bench_app.command("decode")
+def decode(
+    out_dir: Path = OUT_DIR,
+    quick: bool = QUICK,
+    rounds: Optional[int] = ROUNDS,
+    audio: Optional[Path] = AUDIO,
+) -> None:
+    """The decoders per format (MP3, WAV, FLAC, Ogg Vorbis, M4A/AAC): soundfile (mde's), PyAV and miniaudio
+    (the decoders extra): decode time against soundfile's on the same file, and agreement with its samples
+    (lag, length, max |difference|, SNR)."""
+    _run(["decode"], _settings(out_dir, "cpu", 1, quick, rounds, audio=audio))
 
 
 @bench_app.command("e2e")

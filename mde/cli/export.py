@@ -26,7 +26,7 @@ def export(
     calib_hop: str = typer.Option("auto", "--calib-hop", help="Seconds between calibration windows, or auto: the model's hop when the audio gives --calib-windows windows at it, else the longest hop that does (not below one spectrogram frame)."),
     calib_windows: Optional[int] = typer.Option(None, "--calib-windows", help="The most int8 calibration windows used (100 or more; default 100), evenly spread over the audio; bounds the time and memory calibration takes."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset of the exported graph (17 or later)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name in the metadata and the store (default: the run folder's name, the seed's default name, or the source model's name)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name in the metadata and the store (default: the run folder's name, the seed's default name, or the source model's name; with --fp16 / --int8 that name + '-fp16' / '-int8', the variant --precision finds)."),
     save_to_store: bool = typer.Option(False, "--store", help="Also save the file into the model store under its name."),
     overwrite: bool = typer.Option(False, "--overwrite", help="With --store: replace a stored model of the same name."),
     tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build a TensorRT engine (fp16) beside the file, keyed by GPU and TensorRT version (needs mde[gpu] and a CUDA GPU)."),

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from mde.cli.console import err, out
-from mde.cli.embed import BACKEND_HELP, DEVICE_HELP
+from mde.cli.embed import BACKEND_HELP, DEVICE_HELP, PRECISION_HELP
 from mde.runtime.defaults import DEFAULT_MODEL, DEFAULT_SCALE_MODELS
 
 _DEDICATED = ", ".join(f"{seconds:g} s {name}" for seconds, name in DEFAULT_SCALE_MODELS.items())
@@ -53,6 +53,7 @@ def stream(
     threads: int = typer.Option(1, "--threads", min=1, help="Inference threads per model (each scale also has its own worker thread)."),
     backend: str = typer.Option("ort", "--backend", help=BACKEND_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     view: Optional[bool] = typer.Option(None, "--view/--no-view", help="Live table of the newest tags per scale on stderr (default: when stderr is a terminal)."),
 ) -> None:
     """Frame embeddings and tags at several window lengths (0.5, 3.7 and 29 s by default), live.
@@ -96,7 +97,7 @@ def stream(
         check_writable(Path(jsonl), "--jsonl")
     source = _source(mic, file, stdin, input_device, capture_rate, rate, sample_format, channels, fast)
     served = api.load_scales(seconds, per_model, per_hop, threads=threads, backend=backend, device=device,
-                             announce=err.print)
+                             announce=err.print, precision=precision)
     reader_gone = threading.Event()  # set when the reader of --jsonl closes its end: the stream ends quietly
     sinks: list = []
     if jsonl is not None:

@@ -42,6 +42,7 @@ from mde.export.quantize import MIN_CALIBRATION_WINDOWS, Agreement, to_fp16, to_
 from mde.runtime import store
 from mde.runtime.band_norm import BandNorm
 from mde.runtime.package import DISTILL_SOURCE_PREFIX, JOINT_OUTPUT, TARGET_PREFIX, ModelInfo
+from mde.runtime.precision import variant_name
 from mde.runtime.tag_space import encode_graph
 
 MIN_OPSET = 17
@@ -118,7 +119,8 @@ def export_model(source: str | os.PathLike[str], out: str | os.PathLike[str], *,
         data, agreement = to_fp16(data, check, on_progress=on_progress)
     elif int8 and real is not None:
         data, agreement = to_int8(data, real, np.concatenate([examples, real]), on_progress=on_progress)
-    info = dataclasses.replace(read_metadata(data), name=name or info.name)
+    precision = "fp16" if fp16 else "int8" if int8 else "fp32"  # a variant's default name: '<name>-<precision>'
+    info = dataclasses.replace(read_metadata(data), name=name or variant_name(info.name, precision))
     data = with_metadata(data, info)
     out = Path(out)
     with atomic_path(out) as tmp:

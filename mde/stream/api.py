@@ -16,6 +16,7 @@ from mde.runtime import store
 from mde.runtime.defaults import default_model_path
 from mde.runtime.extractor import Model
 from mde.runtime.limits import DEFAULT_BATCH_SIZE
+from mde.runtime.precision import with_precision
 from mde.stream.engine import FrameSink, StreamEngine, StreamSummary
 from mde.stream.outputs import FrameCollector, StreamedArrays
 from mde.stream.scales import DEFAULT_SCALES, PerScale, Scale, default_scale_models, pick, scale_grid
@@ -31,6 +32,7 @@ def load_scales(
     backend: str = "ort",
     device: str = "cpu",
     announce: Callable[[str], None] = print,
+    precision: str = "fp32",
 ) -> list[Scale]:
     """The served scales (window seconds), each with its model and frame grid.
 
@@ -40,7 +42,8 @@ def load_scales(
       otherwise by the default model at the scale's length.
     hops: seconds between frame starts, one for every scale or {scale: hop}; None: the window, at most
       1 s. threads: inference threads per model (one session per model is shared by its scales).
-    announce: receives a note when the default model is imported on first use.
+    announce: receives a note when the default model is imported on first use. precision: which variant
+      of each model runs (see :mod:`mde.runtime.precision`).
     """
     loaded: dict[Path, Model] = {}  # one session per model file, whichever name reached it
     dedicated = default_scale_models(scales)
@@ -52,6 +55,7 @@ def load_scales(
         if native:
             name = dedicated[seconds]
         path = default_model_path(announce=announce) if name is None else store.resolve(str(name))
+        path = with_precision(path, precision, device)
         if path not in loaded:
             loaded[path] = Model(path, threads=threads, batch_size=batch_size, backend=backend, device=device)
         model = loaded[path]
