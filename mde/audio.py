@@ -169,8 +169,8 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None, channels: in
             samples = _read_all(f, mono=channels == 1)
             rate = f.samplerate
     except NotAudioError:
-        if path.suffix.lower() == ".raw" or not ffmpeg_available():
-            raise
+        if path.suffix.lower() not in FFMPEG_EXTENSIONS or not ffmpeg_available():
+            raise  # (libsndfile's verdict stands on its own formats: FFmpeg probes random bytes as something)
         samples, rate = _decoded_by_ffmpeg(path, mono=channels == 1)
     if len(samples) == 0:
         raise EmptyAudioFile(f"{path}: the file holds no audio frames")

@@ -1,9 +1,10 @@
 """Decoding the formats libsndfile does not read (M4A/AAC, ALAC, WMA, WebM, ...) with FFmpeg through PyAV.
 
 PyAV is optional (the ``decoders`` extra). When it is installed, :func:`mde.audio.load_audio` hands it
-the files libsndfile does not recognise, and :func:`mde.audio.find_audio_files` also picks up
-:data:`FFMPEG_EXTENSIONS`. libsndfile stays the decoder of the formats it reads: ``mde bench decode``
-measured it faster than FFmpeg through PyAV on all of them (WAV, FLAC, Ogg Vorbis, MP3).
+the files with one of :data:`FFMPEG_EXTENSIONS` that libsndfile does not recognise (the suffixes of
+libsndfile's own formats keep its verdict), and :func:`mde.audio.find_audio_files` also picks them up.
+libsndfile stays the decoder of the formats it reads: ``mde bench decode`` measured it faster than FFmpeg
+through PyAV on all of them (WAV, FLAC, Ogg Vorbis, MP3).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def decode_ffmpeg(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
             raise NotAudioError(f"{path}: no audio stream in the file")
         stream = container.streams.audio[0]
         channels = stream.codec_context.channels
+        if channels < 1 or not (stream.codec_context.sample_rate or stream.rate):
+            raise NotAudioError(f"{path}: no decodable audio stream in the file")
         chunks = []
         try:
             for frame in container.decode(stream):

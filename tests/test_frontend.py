@@ -266,8 +266,8 @@ def test_one_instance_serves_several_python_threads() -> None:
 def test_compute_releases_the_gil() -> None:
     """While a ~0.1 s kernel call runs, the main thread keeps executing Python code: it spends about as
     much CPU time in that span as the kernel's thread does. Had the call held the GIL, the main thread
-    would have sat blocked (no CPU) all through it. Per-thread CPU time, unlike wall time, does not depend
-    on what else the machine is running: the scheduler shares the cores fairly between the two threads."""
+    would have sat blocked (no CPU) all through it. Per-thread CPU time, unlike wall time, depends little
+    on what else the machine is running: the scheduler shares the cores fairly between the threads."""
     mel = MelSpectrogram(16000, 4096, 64, 128, threads=1)
     signals = np.stack([noisy_tone(160000, 16000, seed=s) for s in range(12)])
     span: dict[str, float] = {}
@@ -286,7 +286,9 @@ def test_compute_releases_the_gil() -> None:
         ticks.append((time.perf_counter(), time.thread_time()))
     worker.join()
     inside = [cpu for wall, cpu in ticks if span["start"] < wall < span["end"]]
-    assert inside and inside[-1] - inside[0] > 0.5 * span["cpu"]
+    # about 1x with two free cores; a quarter leaves room for a busy machine (another test process's threads
+    # on the same cores), while a call that held the GIL would leave the main thread next to nothing
+    assert inside and inside[-1] - inside[0] > 0.25 * span["cpu"]
 
 
 # ---------------------------------------------------------------- the public surface

@@ -63,6 +63,7 @@ def test_auto_on_this_cpu_and_on_a_vnni_cpu(variants, monkeypatch):
     assert with_precision(variants["fp32"], "auto") == variants[expected]  # the real path on this machine
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     assert with_precision(variants["fp32"], "auto") == variants["int8"]
+    assert with_precision(variants["fp32"], "auto", given_as_file=True) == variants["fp32"]  # a file runs as given
     variants["int8"].unlink()
     assert with_precision(variants["fp32"], "auto") == variants["fp32"]  # no variant: the model as it is
 

@@ -49,7 +49,7 @@ def _model_path(model: Optional[str], backend: str = "ort", device: str = "cpu",
 
     check_backend(backend, device)
     path = default_model_path(announce=err.print) if model is None else store.resolve(model)
-    return with_precision(path, precision, device)
+    return with_precision(path, precision, device, given_as_file=model is not None and store.names_a_file(model))
 
 
 def embed(

@@ -1,17 +1,17 @@
 """``--precision auto|fp32|fp16|int8``: which variant of a model a command runs, chosen by the CPU.
 
 A model's variants are stored models of their own, named ``<name>-int8`` and ``<name>-fp16`` (what
-``mde export --int8`` / ``--fp16`` names them by default), or, for a model given as a file, ``<stem>-int8.onnx``
-beside it. ``mde export`` writes a variant only once its agreement checks against fp32 pass, so a variant
-that exists passed them; it must also hold the precision it is named for (checked).
+``mde export --int8`` / ``--fp16`` names them by default), or, for a model given as a file,
+``<stem>-int8.onnx`` beside it. ``mde export`` writes a variant only once its agreement checks against
+fp32 pass, so a variant that exists passed them; it must also hold the precision it is named for (checked).
 
-``auto`` takes the int8 variant on CPUs with 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX),
-where ONNX Runtime's int8 kernels were measured 2.2x (FCN29) and 2.4x (MTT_musicnn) faster than fp32
-(``bench_precision.py``), and fp32 elsewhere: on AVX2 alone int8 was only 1.1x faster and fp16 slower than
-fp32 on every CPU measured, so ``auto`` never picks fp16 on a CPU. On CUDA ``auto`` is fp32 (the backends
-run fp16 themselves: the torch backend's fp16, TensorRT). A missing variant is an error when asked for by
-name; under ``auto`` the model runs as it is (most models have no int8 variant: a note on every command
-would be noise).
+``auto`` takes the int8 variant on CPUs with 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or
+AMX), where ONNX Runtime's int8 kernels were measured 2.2x (FCN29) and 2.4x (MTT_musicnn) faster than
+fp32 (``bench_precision.py``), and fp32 elsewhere: on AVX2 alone int8 was only 1.1x faster and fp16
+slower than fp32 on every CPU measured, so ``auto`` never picks fp16 on a CPU. On CUDA ``auto`` is fp32
+(the backends run fp16 themselves: the torch backend's fp16, TensorRT). Under ``auto`` a model given as a
+file runs as given, and so does a model without the variant (most have no int8 variant: a note on every
+command would be noise); a variant asked for by name that is missing is an error.
 """
 
 from __future__ import annotations
@@ -52,13 +52,16 @@ def variant_name(name: str, precision: str) -> str:
     return name if precision == "fp32" else f"{name}-{precision}"
 
 
-def with_precision(model: Path, precision: str, device: str = "cpu") -> Path:
+def with_precision(model: Path, precision: str, device: str = "cpu", given_as_file: bool = False) -> Path:
     """The file of ``model``'s variant in ``precision`` ('auto': see :func:`auto_precision`); ``model`` itself
-    when it already holds that precision, or under ``auto`` when it has no such variant. MdeError (one
-    line) for an unknown precision, a variant asked for by name that does not exist, or one that holds
-    another precision."""
+    when it already holds that precision, under ``auto`` when it has no such variant, and under ``auto``
+    when the user named the file itself (``given_as_file``: a file is run as given unless a precision is
+    asked for). MdeError (one line) for an unknown precision, a variant asked for that does not exist, or
+    one that holds another precision."""
     if precision not in PRECISIONS:
         raise MdeError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if precision == "auto" and given_as_file:
+        return model
     wanted = auto_precision(device, cpu_flags()) if precision == "auto" else precision
     info = read_model_info(model)
     if info.precision == wanted or (precision == "auto" and info.precision != "fp32"):

@@ -83,11 +83,17 @@ def stored_names() -> list[str]:
     return sorted(_names_in(models_dir()) | _names_in(bundled_models_dir()))
 
 
+def names_a_file(name_or_path: str | os.PathLike[str]) -> bool:
+    """Whether ``name_or_path`` is a path to a model file (an ``.onnx`` suffix or a folder in it), not a name."""
+    text = os.fspath(name_or_path)
+    return Path(text).suffix == MODEL_SUFFIX or os.sep in text
+
+
 def resolve(name_or_path: str | os.PathLike[str]) -> Path:
     """A model file from a name (the user's store first, then the bundled models) or a path to an ``.onnx`` file."""
     text = os.fspath(name_or_path)
     candidate = Path(text).expanduser()
-    if candidate.suffix == MODEL_SUFFIX or os.sep in text:
+    if names_a_file(text):
         if candidate.is_file():
             return candidate
         raise ModelNotFound(f"{text}: no such model file")

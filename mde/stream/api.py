@@ -55,7 +55,8 @@ def load_scales(
         if native:
             name = dedicated[seconds]
         path = default_model_path(announce=announce) if name is None else store.resolve(str(name))
-        path = with_precision(path, precision, device)
+        given_as_file = name is not None and store.names_a_file(str(name))
+        path = with_precision(path, precision, device, given_as_file=given_as_file)
         if path not in loaded:
             loaded[path] = Model(path, threads=threads, batch_size=batch_size, backend=backend, device=device)
         model = loaded[path]
