@@ -106,6 +106,11 @@ def test_e2e_quick_on_real_files(tmp_path, mde_home, tiny_model, shared_data, mo
     assert sorted((row["cpus"], row["workers"]) for row in rows.values()) == [(1, 1), (cores, 1), (cores, 2)]
     one_core = next(name for name, row in rows.items() if row["cpus"] == 1)
     assert {row["reference"] for row in rows.values()} == {one_core}  # the others' ratios are their scaling
+    floor = rows[one_core]["floor_decode_s"] + rows[one_core]["floor_resample_s"] + rows[one_core]["floor_model_s"]
+    assert all(rows[one_core][f"floor_{part}_s"] > 0 for part in ("decode", "resample", "model"))
+    for row in rows.values():  # each row's floor: the 1-core floor over its cores
+        assert row["floor_s"] == pytest.approx(floor / row["cpus"], abs=2e-3)
+        assert row["over_floor"] == pytest.approx(row["median_s"] / row["floor_s"], rel=1e-2)
     for row in rows.values():
         assert row["files_per_s"] == pytest.approx(len(record["files"]) / row["median_s"], rel=1e-2)
         assert row["x_real_time"] == pytest.approx(record["audio_seconds"] / row["median_s"], rel=1e-2)

@@ -1,13 +1,15 @@
 """One timed end-to-end run in a fresh process, for ``mde bench e2e``: ``python -m mde.bench.e2e_run JOB``.
 
-JOB is a JSON object: kind ('mde', 'ray': mde on a local Ray instance, or 'seed'), model (an mde model
-file, or for 'seed' a first-seed .ckpt), files (audio paths), out (a folder for the outputs), threads,
-workers, backend, device. The process prints one JSON line: seconds (wall, from loading the model to the
-last output written, worker start included; interpreter start and imports excluded; for 'ray' from the
-start of the batch, the local instance started before: its start-up in ray_start_s), files, failed, and
-the peak resident set sizes in MB of this process (VmHWM, else getrusage) and of its largest child
-(worker) process (getrusage RUSAGE_CHILDREN ru_maxrss, which counts from the fork: at least the parent's
-size then; for 'ray' the inference actor's VmHWM).
+JOB is a JSON object: kind ('mde', 'ray': mde on a local Ray instance, 'seed', or 'floor': decoding,
+resampling and the model timed alone, see :func:`run_floor`), model (an mde model file, or for 'seed' a
+first-seed .ckpt), files (audio paths), out (a folder for the outputs), threads, workers, backend,
+device, and optionally cpus (the process pins itself to that many of its CPUs first). The process
+prints one JSON line: seconds (wall, from loading the model to the last output written, worker start
+included; interpreter start and imports excluded; for 'ray' from the start of the batch, the local
+instance started before: its start-up in ray_start_s), files, failed, and the peak resident set sizes in
+MB of this process (VmHWM, else getrusage) and of its largest child (worker) process (getrusage
+RUSAGE_CHILDREN ru_maxrss, which counts from the fork: at least the parent's size then; for 'ray' the
+inference actor's VmHWM). A 'floor' job prints decode_s, resample_s and model_s instead.
 """
 
 from __future__ import annotations
@@ -34,6 +36,32 @@ def run_mde(job: dict[str, Any]) -> int:
     files = [Path(f) for f in job["files"]]
     report = embed_files(Path(job["model"]), files, Path(job["out"]), settings, job["threads"], job["workers"])
     return len(report.failed)
+
+
+def run_floor(job: dict[str, Any]) -> dict[str, float]:
+    """The floor of the files: seconds of decoding (soundfile), of mixdown + resampling (soxr) and of the
+    model (one-thread ONNX Runtime on the prepared windows), each timed alone and summed over the files;
+    the front end, framing and writing are left out."""
+    import soundfile as sf
+
+    from mde.audio import resample, to_mono
+    from mde.runtime.extractor import Model
+
+    model = Model(job["model"], threads=1)
+    rate, stereo = model.info.sample_rate, model.info.channels > 1
+    totals = {"decode_s": 0.0, "resample_s": 0.0, "model_s": 0.0}
+    for name in job["files"]:
+        started = time.perf_counter()
+        samples, file_rate = sf.read(name, dtype="float32", always_2d=True)
+        decoded = time.perf_counter()
+        resampled = resample(samples if stereo else to_mono(samples), file_rate, rate)
+        totals["decode_s"] += decoded - started
+        totals["resample_s"] += time.perf_counter() - decoded
+        clip = model.preparer.prepare(resampled, sr=rate).materialized()
+        started = time.perf_counter()
+        model.infer(clip)
+        totals["model_s"] += time.perf_counter() - started
+    return totals
 
 
 ACTOR_SAMPLE_S = 0.1
@@ -112,6 +140,9 @@ def main(argv: list[str]) -> None:
         with ray_session(None, "The Ray benchmark"):
             extra["ray_start_s"] = round(time.perf_counter() - begun, 2)
             failed, seconds, actor = run_ray(job)
+    elif job["kind"] == "floor":
+        print(json.dumps(run_floor(job)))
+        return
     else:
         started = time.perf_counter()
         failed = run_seed(job) if job["kind"] == "seed" else run_mde(job)

@@ -5,8 +5,10 @@ of each (written with soundfile), the set repeated 4 times (quick: once); --audi
 files in DIR as they are. Each configuration runs in a fresh process (mde.bench.e2e_run), so its peak
 memory is its own, and is timed from loading the model to the last output written (decoding,
 resampling, front end, inference and writing .npz files included; interpreter start excluded):
-  * mde with each model (default: MTT_musicnn), 1 worker process on N threads and 2 workers on N / 2
-    threads each (ONNX Runtime; on --device cuda the torch backend, or ORT CUDA when installed);
+  * mde with each model (default: MTT_musicnn): pinned to 1 core (the reference of the ratios, when there
+    are more), 1 worker process on N threads (N files at a time) and 2 workers on N / 2 threads each (ONNX
+    Runtime; on --device cuda the torch backend, or ORT CUDA when installed), and with --ray on Ray;
+  * on cpu, each model's floor: decoding, resampling and the model timed alone on one core;
   * the first seed's pipeline, torch eager (soundfile decode, mono mean, resampled to 16 kHz with soxr,
     non-overlapping 29 s windows in batches of 16 through the torch front end and network; an .npy per
     file), against mde with the same FCN29 checkpoint exported, when a seed checkpoint is found
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -222,6 +225,27 @@ def jobs_for(settings: BenchSettings, files: list[Path], work: Path,
     return jobs, references
 
 
+def floor_of(model: str, files: list[Path], work: Path, rounds: int, settings: BenchSettings) -> dict[str, float]:
+    """The floor of ``model`` over ``files`` on one core: decode, resample and model seconds, each the median
+    of ``rounds`` fresh processes (see :func:`mde.bench.e2e_run.run_floor`)."""
+    settings.announce(f"e2e: the floor of {Path(model).name} (decode, resample, model alone, 1 core)")
+    job = {"kind": "floor", "model": model, "files": [str(f) for f in files], "cpus": 1, "device": "cpu",
+           "backend": "ort", "workers": 1, "threads": 1, "out": str(work / "floor")}
+    replies = [run_job(job, work) for _ in range(rounds)]
+    return {key: statistics.median(reply[key] for reply in replies) for key in ("decode_s", "resample_s", "model_s")}
+
+
+def _against_floor(timing: Timing, job: dict[str, Any], floors: dict[str, dict[str, float]],
+                   n_threads: int) -> dict[str, float]:
+    """A row's floor (its model's 1-core floor over its CPUs: perfect scaling) and its time over that floor."""
+    if job["kind"] not in ("mde", "ray") or job["device"] != "cpu":
+        return {}
+    floor = floors[job["model"]]
+    seconds = sum(floor.values()) / job.get("cpus", n_threads)
+    return {"floor_s": round(seconds, 3), "over_floor": round(timing.median_s / seconds, 3),
+            **{f"floor_{key}": round(value, 3) for key, value in floor.items()}}
+
+
 def run(settings: BenchSettings) -> SuiteResult:
     """Time every configuration over the file set; write bench_e2e_<device>.*"""
     rounds = settings.rounds or (QUICK_ROUNDS if settings.quick else ROUNDS)
@@ -255,6 +279,9 @@ def run(settings: BenchSettings) -> SuiteResult:
                 for key in ("peak_rss_mb", "worker_peak_rss_mb", "ray_start_s"):
                     if key in reply:
                         memory[label][key] = max(memory[label].get(key, 0.0), reply[key])
+        floors = {path: floor_of(path, files, work, rounds, settings) for path in
+                  sorted({job["model"] for job in jobs.values() if job["kind"] in ("mde", "ray")})
+                  if settings.device == "cpu"}
     timings: list[Timing] = [timing_of(label, seconds) for label, seconds in samples.items()]
     by_name = {t.name: t for t in timings}
     metrics = {
@@ -265,6 +292,7 @@ def run(settings: BenchSettings) -> SuiteResult:
             if jobs[t.name]["workers"] > 1 or jobs[t.name]["kind"] == "ray" else None,
             "workers": jobs[t.name]["workers"], "threads_per_process": jobs[t.name]["threads"],
             "cpus": jobs[t.name].get("cpus", settings.n_threads),
+            **_against_floor(t, jobs[t.name], floors, settings.n_threads),
             **({"ray_start_s": memory[t.name]["ray_start_s"],
                 "overhead_ms_per_file": round(1000 * (t.median_s - by_name[references[t.name]].median_s)
                                               / len(files), 1)} if jobs[t.name]["kind"] == "ray" else {}),
@@ -283,12 +311,17 @@ def run(settings: BenchSettings) -> SuiteResult:
         "main process plus twice that). A Ray row (--ray) runs embed_files_on_ray on a local instance "
         "started before the timer (its start-up is ray_start_s; overhead_ms_per_file = (its median - its "
         "reference row's) / files); its worker peak RSS is the largest actor's (VmHWM). The musicnn package "
-        "(TensorFlow) needs its own venv: see benchmarks/bench_vs_musicnn.py."
+        "(TensorFlow) needs its own venv: see benchmarks/bench_vs_musicnn.py. The floor (cpu): decoding "
+        "(soundfile), mixdown + resampling (soxr) and the model (ONNX Runtime, 1 thread, on the prepared "
+        "windows), each timed alone in a process pinned to one core and summed over the files (median of the "
+        "rounds; floor_decode_s, floor_resample_s, floor_model_s in the JSON), divided by the row's cores "
+        "(perfect scaling); time / floor is what the rest costs (front end, framing, writing, scheduling)."
     )
     return finish(
         settings, "e2e", f"End to end: audio files to embeddings ({settings.device})", timings,
         references=references, metrics=metrics, groups=[references[t.name] for t in timings], skipped=skipped,
         columns=[Column("files_per_s", "files/s", ".2f"), Column("x_real_time", "x real time", ".0f"),
+                 Column("floor_s", "floor (s)", ".2f"), Column("over_floor", "time / floor", ".2f"),
                  Column("peak_rss_mb", "peak RSS (MB)", ".0f"),
                  Column("worker_peak_rss_mb", "worker peak RSS (MB)", ".0f")],
         ratio_heading="time / reference mde row (same model)",

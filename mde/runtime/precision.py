@@ -6,8 +6,9 @@ A model's variants are stored models of their own, named ``<name>-int8`` and ``<
 fp32 pass, so a variant that exists passed them; it must also hold the precision it is named for (checked).
 
 ``auto`` takes the int8 variant on CPUs with 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or
-AMX), where ONNX Runtime's int8 kernels were measured 2.2x (FCN29) and 2.4x (MTT_musicnn) faster than
-fp32 (``bench_precision.py``), and fp32 elsewhere: on AVX2 alone int8 was only 1.1x faster and fp16
+AMX), where ONNX Runtime's int8 kernels were measured faster than fp32 (``bench_precision.py``, one thread:
+2.2x for FCN29 and 2.4x for MTT_musicnn on an AVX-512 VNNI CPU; 1.1x and 1.9x at batch 1, 1.2x and 2.7x
+at batch 8 on an AMX Xeon), and fp32 elsewhere: on AVX2 alone int8 was only 1.1x faster and fp16
 slower than fp32 on every CPU measured, so ``auto`` never picks fp16 on a CPU. On CUDA ``auto`` is fp32
 (the backends run fp16 themselves: the torch backend's fp16, TensorRT). Under ``auto`` a model given as a
 file runs as given, and so does a model without the variant (most have no int8 variant: a note on every
