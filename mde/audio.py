@@ -401,6 +401,25 @@ def _decoder_lines(text: str) -> tuple[list[str], list[str]]:
 _decoder_notices_muted = _StderrCapture()
 
 
+COMPRESSED_RATIO = 20
+"""Decoded float32 bytes per file byte assumed for a file whose header libsndfile cannot read (128 kbit/s
+AAC against 44.1 kHz stereo float32 is about 22)."""
+
+
+def decoded_bytes(path: str | os.PathLike[str]) -> int:
+    """About how many bytes ``path`` takes decoded to float32 at its own rate: frames x channels x 4 from
+    its header, else COMPRESSED_RATIO x its size; 0 when it cannot be read at all (it fails fast anyway)."""
+    try:
+        info = sf.info(os.fspath(path))
+        return int(info.frames) * int(info.channels) * 4
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        pass
+    try:
+        return os.path.getsize(path) * COMPRESSED_RATIO
+    except OSError:
+        return 0
+
+
 def _decoded_by_ffmpeg(path: Path, mono: bool) -> tuple[np.ndarray, int]:
     """A file libsndfile does not read, decoded by FFmpeg (see :mod:`mde.audio_ffmpeg`); libsndfile's
     NotAudioError stands when FFmpeg cannot read it either."""

@@ -80,3 +80,39 @@ def test_two_threads_write_what_one_writes(tiny_model, tmp_path):
             for key in left.files:
                 assert np.array_equal(left[key], right[key]), (source.name, key)
     assert not [p for p in (tmp_path / "two").iterdir() if p.suffix != ".npz"]
+
+
+def _concurrency(weights: list[int], budget: int, threads: int = 3) -> int:
+    """The most jobs that ran at once when jobs of ``weights`` went through thread_map with ``budget``."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def job(weight: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return weight
+
+    assert list(thread_map(job, weights, threads, weigh=lambda w: w, budget=budget)) == weights
+    return most[0]
+
+
+def test_thread_map_keeps_the_weight_out_within_the_budget():
+    assert _concurrency([3] * 9, budget=9) == 3  # light jobs: all threads busy
+    assert _concurrency([5] * 6, budget=8) == 1  # two would exceed the budget: one at a time
+    assert _concurrency([100, 1, 1, 1], budget=8) >= 1  # heavier than the budget alone: it still runs
+    assert _concurrency([4, 4, 4, 4], budget=0) == 3  # no budget: no limit
+
+
+def test_decoded_bytes_is_read_from_the_header(tmp_path):
+    from mde.audio import COMPRESSED_RATIO, decoded_bytes
+
+    wav = write_tone(tmp_path / "a.wav", seconds=1.0)  # 8000 frames, mono
+    assert decoded_bytes(wav) == 8000 * 1 * 4
+    other = tmp_path / "b.m4a"
+    other.write_bytes(b"x" * 1000)
+    assert decoded_bytes(other) == 1000 * COMPRESSED_RATIO
+    assert decoded_bytes(tmp_path / "missing.wav") == 0

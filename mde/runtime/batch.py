@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from mde.audio import decoded_bytes
 from mde.errors import MdeError
 from mde.runtime.backends.common import check_choice
 from mde.runtime.chunker import frame_grid
@@ -203,6 +204,12 @@ def _init_worker(model_path: str, threads: Optional[int], settings: EmbedSetting
     _worker_model = _load(model_path, threads, settings)
 
 
+DECODED_BUDGET_BYTES = 1 << 30
+"""The most decoded audio (bytes, float32 at the files' rates, estimated from their headers) that the
+files one process embeds at a time may hold: a file longer than that (a 2-hour 44.1 kHz stereo file is
+2.5 GB) is embedded alone, as with one thread."""
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity: ``taskset``, a container's cpuset)."""
     return len(os.sched_getaffinity(0))
@@ -245,7 +252,8 @@ def iter_embed(
         def one(pair: tuple[Path, OutputPath]) -> FileOutcome:
             return embed_one(model, pair[0], pair[1], settings, made_with)
 
-        yield from ordered_map(one, pairs, at_once)
+        yield from ordered_map(one, pairs, at_once, weigh=lambda pair: decoded_bytes(pair[0]),
+                               budget=DECODED_BUDGET_BYTES)
         return
     jobs = [(source, target, settings, made_with) for source, target in pairs]
     yield from process_map(_work, jobs, workers, _init_worker, (os.fspath(model_path), threads, settings))

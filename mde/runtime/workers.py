@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -65,23 +65,49 @@ AHEAD_PER_THREAD = 2
 """Jobs :func:`thread_map` keeps submitted per thread beyond the one being consumed (bounds memory)."""
 
 
-def thread_map(fn: Callable[[J], R], jobs: Iterable[J], threads: int) -> Iterator[R]:
+def thread_map(fn: Callable[[J], R], jobs: Iterable[J], threads: int,
+               weigh: Optional[Callable[[J], int]] = None, budget: int = 0) -> Iterator[R]:
     """``fn(job)`` for every job, in job order, computed by ``threads`` threads of this process, at most
     AHEAD_PER_THREAD x ``threads`` jobs ahead of the consumer (so that memory does not grow with the
     batch). For work that releases the GIL (decoding, the C front end, ONNX Runtime). A job's exception
     is raised here, in order. When the consumer stops early (an exception, or closing the generator) the
-    jobs not started are dropped and the running ones are waited for before this generator ends."""
+    jobs not started are dropped and the running ones are waited for before this generator ends.
+
+    weigh, budget: with both, a job weighing ``weigh(job)`` (say, bytes) is handed out only while the jobs
+    handed out and not yet consumed weigh at most ``budget`` with it, or when none is out (so one that
+    alone exceeds the budget runs alone): a batch of long files never holds more than one at a time.
+    """
     limit_malloc_arenas()
     source = iter(jobs)
+    held: Optional[tuple[J, int]] = None  # the next job and its weight, drawn but not handed out yet
+    pending: deque[tuple[Future[R], int]] = deque()
+    load = 0
     with ThreadPoolExecutor(threads, thread_name_prefix="mde-job") as pool:
-        pending: deque[Future[R]] = deque(pool.submit(fn, job) for job in _take(source, AHEAD_PER_THREAD * threads))
+
+        def hand_out() -> None:
+            nonlocal held, load
+            while len(pending) < AHEAD_PER_THREAD * threads:
+                if held is None:
+                    drawn = _take(source, 1)
+                    if not drawn:
+                        return
+                    held = (drawn[0], weigh(drawn[0]) if weigh is not None and budget else 0)
+                job, weight = held
+                if pending and load + weight > budget > 0:
+                    return
+                pending.append((pool.submit(fn, job), weight))
+                load, held = load + weight, None
+
         try:
+            hand_out()
             while pending:
-                result = pending.popleft().result()
-                pending.extend(pool.submit(fn, job) for job in _take(source, 1))
+                future, weight = pending.popleft()
+                result = future.result()
+                load -= weight
+                hand_out()
                 yield result
         finally:
-            for future in pending:
+            for future, _ in pending:
                 future.cancel()
 
 
@@ -100,11 +126,13 @@ def limit_malloc_arenas() -> None:
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
-def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], threads: int) -> Generator[R, None, None]:
-    """``fn(job)`` for every job, in job order: by :func:`thread_map` with more than one thread, else here,
-    in the caller's thread (where Ctrl-C interrupts the running job itself). Close it to stop early."""
+def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], threads: int,
+                weigh: Optional[Callable[[J], int]] = None, budget: int = 0) -> Generator[R, None, None]:
+    """``fn(job)`` for every job, in job order: by :func:`thread_map` (``weigh`` and ``budget`` as there)
+    with more than one thread, else here, in the caller's thread (where Ctrl-C interrupts the running job
+    itself). Close it to stop early."""
     if threads > 1:
-        yield from thread_map(fn, jobs, threads)
+        yield from thread_map(fn, jobs, threads, weigh, budget)
     else:
         yield from map(fn, jobs)
 

@@ -29,10 +29,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mde.audio import find_audio_files
+from mde.audio import decoded_bytes, find_audio_files
 from mde.errors import MdeError
 from mde.runtime import store
 from mde.runtime.batch import (
+    DECODED_BUDGET_BYTES,
     EmbedSettings,
     check_destination,
     files_at_once,
@@ -263,7 +264,8 @@ def _embed(jobs: list[IndexJob], staging: Path, space: VectorSpace, made_with: s
     total = threads or usable_cpus()
     at_once = files_at_once(total, len(todo))  # several files at a time, as the batch of mde embed
     _init_worker(space.model_path, max(1, total // at_once), *setup[2:])
-    outcomes = ordered_map(_embed_job, todo, at_once)
+    outcomes = ordered_map(_embed_job, todo, at_once, weigh=lambda job: decoded_bytes(job.path),
+                           budget=DECODED_BUDGET_BYTES)
     try:
         yield from zip(todo, outcomes)
     finally:
