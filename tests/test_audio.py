@@ -259,6 +259,15 @@ def test_to_mono_is_the_channel_mean(frames: int, channels: int, seed: int) -> N
     np.testing.assert_allclose(y, x.mean(axis=1), rtol=1e-6, atol=1e-6)
 
 
+@settings(max_examples=40, deadline=None)
+@given(frames=st.integers(0, 5000), channels=st.integers(2, 12), wide=st.booleans(), seed=st.integers(0, 2**16))
+def test_to_mono_gives_the_bits_of_numpys_float32_mean(frames: int, channels: int, wide: bool, seed: int) -> None:
+    """The channel-by-channel sum (below 8 channels) is bit for bit numpy's float32 mean, from float32 or
+    float64 samples: outputs made before it stay reproducible."""
+    x = np.random.default_rng(seed).standard_normal((frames, channels)).astype(np.float64 if wide else np.float32)
+    assert np.array_equal(to_mono(x).view(np.int32), x.mean(axis=1, dtype=np.float32).view(np.int32))
+
+
 def test_to_mono_passes_mono_through_and_rejects_other_shapes() -> None:
     x = np.arange(5, dtype=np.float64)
     np.testing.assert_array_equal(to_mono(x), x.astype(np.float32))
