@@ -566,3 +566,21 @@ def test_import_pulls_in_no_heavy_dependencies() -> None:
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_resampling_block_by_block_gives_the_whole_signals_samples(tmp_path, channels: int) -> None:
+    """load_audio resamples each decoded block through one stream resampler (the file is never held at its
+    own rate): the same bits as resampling the whole decoded signal, over many blocks."""
+    rng = np.random.default_rng(3)
+    stereo = (0.2 * rng.standard_normal((44100 * 9, 2))).astype(np.float32)  # 9 s: about 3 blocks
+    path = tmp_path / "long.wav"
+    sf.write(path, stereo, 44100, subtype="FLOAT")
+    whole, _ = load_audio(path, channels=channels)
+    blockwise, rate = load_audio(path, sr=16000, channels=channels)
+    assert rate == 16000 and np.array_equal(blockwise, resample(whole, 44100, 16000))
+    bad = stereo.copy()
+    bad[44100 * 7 + 5, 1] = np.nan  # in the third block: its position counts from the file's start
+    sf.write(path, bad, 44100, subtype="FLOAT")
+    with pytest.raises(InvalidSamplesError, match=f"NaN at sample {44100 * 7 + 5} \\(7.000 s\\)"):
+        load_audio(path, sr=16000, channels=channels)
