@@ -237,13 +237,16 @@ def floor_of(model: str, files: list[Path], work: Path, rounds: int, settings: B
 
 def _against_floor(timing: Timing, job: dict[str, Any], floors: dict[str, dict[str, float]],
                    n_threads: int) -> dict[str, float]:
-    """A row's floor (its model's 1-core floor over its CPUs: perfect scaling) and its time over that floor."""
+    """A row's floor (its model's 1-core floor over its CPUs: perfect scaling) and its time over that floor.
+
+    Seconds keep microseconds: a tiny model's floor is a few hundredths of a second, so rounding it to
+    milliseconds would move ``over_floor`` by percents."""
     if job["kind"] not in ("mde", "ray") or job["device"] != "cpu":
         return {}
     floor = floors[job["model"]]
     seconds = sum(floor.values()) / job.get("cpus", n_threads)
-    return {"floor_s": round(seconds, 3), "over_floor": round(timing.median_s / seconds, 3),
-            **{f"floor_{key}": round(value, 3) for key, value in floor.items()}}
+    return {"floor_s": round(seconds, 6), "over_floor": round(timing.median_s / seconds, 3),
+            **{f"floor_{key}": round(value, 6) for key, value in floor.items()}}
 
 
 def run(settings: BenchSettings) -> SuiteResult:
