@@ -31,6 +31,7 @@ from mde.errors import (
     CorruptAudioError,
     EmptyAudioFile,
     InvalidSamplesError,
+    MdeError,
     NotAudioError,
     UnsupportedRateError,
 )
@@ -98,8 +99,10 @@ _SFE_BAD_FILE = 7  # the MPEG decoder's answer to a .mp3 that holds no MPEG fram
 _SFE_UNIMPLEMENTED = 18
 
 
-def load_audio(path: str | os.PathLike[str], sr: int | None = None, channels: int = 1) -> tuple[np.ndarray, int]:
-    """Decode an audio file to mono (or, with ``channels``, multichannel) float32 samples.
+def load_audio(path: str | os.PathLike[str], sr: int | None = None, channels: int = 1, offset: float = 0.0,
+               duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode an audio file (or the span of it from ``offset`` for ``duration`` seconds) to mono (or, with
+    ``channels``, multichannel) float32 samples.
 
     Any format libsndfile reads (WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, AU, ...) with any sample
     format and channel count. Channels are averaged (see ``channels``); with ``sr`` given and different
@@ -115,6 +118,12 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None, channels: in
     channels : int, default 1
         1: average the file's channels to mono. More: keep them (see :func:`fit_channels`: a mono file
         is repeated on every channel, other channel counts are refused).
+    offset : float, default 0.0
+        Seconds from the start of the file where decoding starts (libsndfile seeks there: what comes
+        before is not decoded; FFmpeg formats are decoded from the start and cut).
+    duration : float or None, default None
+        At most this many seconds are decoded (None: to the end). The span is decoded and resampled as
+        if it were a file of its own.
 
     Returns
     -------
@@ -146,7 +155,10 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None, channels: in
     UnsupportedRateError
         The file's rate or ``sr`` is below :data:`MIN_SAMPLE_RATE`.
     AudioError
-        ``channels`` > 1 and the file has another channel count than 1 or ``channels``.
+        ``channels`` > 1 and the file has another channel count than 1 or ``channels``; ``offset`` at or
+        past the end of the file.
+    MdeError
+        ``offset`` negative or ``duration`` not above 0 (see :func:`check_span`).
 
     Every message is one line that starts with the path.
 
@@ -162,23 +174,55 @@ def load_audio(path: str | os.PathLike[str], sr: int | None = None, channels: in
     file; one with size 0 reads as empty.
     """
     path = Path(path)
+    check_span(offset, duration)
     if sr is not None:
         _check_rate(sr, f"{path}: requested sample rate")
     try:
         with _decoder_notices_muted(), open_audio(path) as f:
-            samples = _read_all(f, mono=channels == 1, sr=sr)  # (checked, and resampled block by block)
             rate = f.samplerate
+            start, count = span_frames(rate, offset, duration)
+            if start and f.frames > 0 and start >= f.frames:
+                raise _past_the_end(path, offset, f.frames / rate)
+            # (checked, and resampled block by block)
+            samples = _read_all(f, mono=channels == 1, sr=sr, start=start, count=count)
     except NotAudioError:
         if path.suffix.lower() not in FFMPEG_EXTENSIONS or not ffmpeg_available():
             raise  # (libsndfile's verdict stands on its own formats: FFmpeg probes random bytes as something)
         samples, rate = _decoded_by_ffmpeg(path, mono=channels == 1)
-        check_samples(samples, str(path), sr=rate)
+        start, count = span_frames(rate, offset, duration)
+        if start and start >= len(samples):
+            raise _past_the_end(path, offset, len(samples) / rate) from None
+        samples = samples[start : None if count is None else start + count]
+        check_samples(samples, str(path), sr=rate, offset=start)
         samples = samples if sr is None else resample(samples, rate, sr)
     if len(samples) == 0:
+        if offset:
+            raise _past_the_end(path, offset, None)
         raise EmptyAudioFile(f"{path}: the file holds no audio frames")
     if channels > 1:
         samples = fit_channels(samples, channels, str(path))
     return samples, sr or rate
+
+
+def check_span(offset: float = 0.0, duration: float | None = None) -> None:
+    """MdeError (one line) unless ``offset`` (seconds) is finite and at least 0 and ``duration`` (seconds) is
+    None or finite and above 0."""
+    if not (np.isfinite(offset) and offset >= 0):
+        raise MdeError(f"the offset must be 0 s or more, got {offset:g}")
+    if duration is not None and not (np.isfinite(duration) and duration > 0):
+        raise MdeError(f"the duration must be above 0 s, got {duration:g}")
+
+
+def span_frames(rate: int, offset: float = 0.0, duration: float | None = None) -> tuple[int, int | None]:
+    """The span from ``offset`` for ``duration`` seconds at ``rate`` Hz as (first frame, frame count), the
+    count None for 'to the end'; a duration keeps at least one frame."""
+    start = round(offset * rate)
+    return start, None if duration is None else max(1, round(duration * rate))
+
+
+def _past_the_end(path: Path, offset: float, seconds: float | None) -> AudioError:
+    length = f" ({seconds:.2f} s long)" if seconds is not None else ""
+    return AudioError(f"{path}: the offset {offset:g} s is at or past the end of the file{length}")
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -512,8 +556,10 @@ def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile:
     return f
 
 
-def read_blocks(f: sf.SoundFile, block_frames: int = 0) -> Iterator[np.ndarray]:
-    """Decode an opened file to its end as float32 (frames, channels) blocks of up to ``block_frames``.
+def read_blocks(f: sf.SoundFile, block_frames: int = 0, start: int = 0, count: int | None = None
+                ) -> Iterator[np.ndarray]:
+    """Decode an opened file from frame ``start`` to its end (or for at most ``count`` frames) as float32
+    (frames, channels) blocks of up to ``block_frames``.
 
     Each block is a view of one reused buffer, valid until the next is yielded. A decoder error, or
     fewer frames than the header announces, raises CorruptAudioError (the message starts with the path).
@@ -521,15 +567,20 @@ def read_blocks(f: sf.SoundFile, block_frames: int = 0) -> Iterator[np.ndarray]:
     """
     path = Path(f.name)
     block = np.empty((block_frames or max(1, _BLOCK_SAMPLES // f.channels), f.channels), np.float32)
+    if start:
+        f.seek(start)
     n = 0
-    while got := _read_block(f, block, path, n):
+    while (size := len(block) if count is None else min(len(block), count - n)) and (
+            got := _read_block(f, block[:size], path, start + n)):
         yield block[:got]
         n += got
-    _check_decoded(f, path, n)
+    _check_decoded(f, path, n, start, count)
 
 
-def _read_all(f: sf.SoundFile, mono: bool, sr: int | None = None) -> np.ndarray:
-    """Decode ``f`` to the end in blocks, averaging channels when ``mono`` (else (frames, channels)), each
+def _read_all(f: sf.SoundFile, mono: bool, sr: int | None = None, start: int = 0, count: int | None = None
+              ) -> np.ndarray:
+    """Decode ``f`` from frame ``start`` to the end (or for at most ``count`` frames: see
+    :func:`read_blocks`) in blocks, averaging channels when ``mono`` (else (frames, channels)), each
     block checked (:func:`check_samples`) and, with ``sr`` other than the file's rate, resampled by a
     stream resampler: the samples :func:`resample` gives for the whole signal, without ever holding it at
     the file's rate and channels (a 2-hour 44.1 kHz stereo file is 2.5 GB so, 0.46 GB at 16 kHz mono).
@@ -537,9 +588,10 @@ def _read_all(f: sf.SoundFile, mono: bool, sr: int | None = None) -> np.ndarray:
     path, rate = Path(f.name), f.samplerate
     width: tuple[int, ...] = () if mono else (f.channels,)
     resampler = None if sr is None or sr == rate else stream_resampler(rate, sr, 1 if mono else f.channels)
-    expected = max(f.frames, 0) if resampler is None or sr is None else round(max(f.frames, 0) * sr / rate) + 1
+    frames = max(f.frames - start, 0) if count is None else min(max(f.frames - start, 0), count)
+    expected = frames if resampler is None or sr is None else round(frames * sr / rate) + 1
     out = np.empty((min(expected, _MAX_PREALLOC // (1 if mono else f.channels)), *width), np.float32)
-    n = position = 0
+    n, position = 0, start
 
     def append(piece: np.ndarray) -> None:
         nonlocal out, n
@@ -548,7 +600,7 @@ def _read_all(f: sf.SoundFile, mono: bool, sr: int | None = None) -> np.ndarray:
         out[n : n + len(piece)] = piece
         n += len(piece)
 
-    for block in read_blocks(f):
+    for block in read_blocks(f, start=start, count=count):
         piece = to_mono(block) if mono else block
         check_samples(piece, str(path), sr=rate, offset=position)
         position += len(piece)
@@ -584,12 +636,20 @@ def _check_header(f: sf.SoundFile, path: Path) -> None:
         raise CorruptAudioError(f"{path}: truncated: the Ogg stream ends without its end-of-stream page")
 
 
-def _check_decoded(f: sf.SoundFile, path: Path, decoded: int) -> None:
-    """Raise CorruptAudioError if decoding skipped damage or gave fewer frames than the header announces."""
+def _check_decoded(f: sf.SoundFile, path: Path, decoded: int, start: int = 0, count: int | None = None) -> None:
+    """Raise CorruptAudioError if decoding skipped damage or gave fewer frames than the header announces
+    (for the span from frame ``start`` of at most ``count`` frames, when the file was not read whole)."""
     if f.format == "OGG" and _OGG_HOLE in f.extra_info:
         raise CorruptAudioError(f"{path}: damaged: pages of the Ogg stream are missing or corrupted")
     expected = _expected_frames(f, path)
-    if expected is not None and decoded < expected:
+    if expected is None:
+        return
+    if start or count is not None:
+        wanted = max(expected - start, 0) if count is None else min(max(expected - start, 0), count)
+        if decoded < wanted:
+            raise CorruptAudioError(f"{path}: truncated or damaged: decoded {decoded} of the {wanted} frames "
+                                    f"the header announces from frame {start}")
+    elif decoded < expected:
         raise CorruptAudioError(
             f"{path}: truncated or damaged: decoded {decoded} of the {f.frames} frames the header announces"
         )

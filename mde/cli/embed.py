@@ -23,6 +23,10 @@ PRECISION_HELP = ("Which variant of the model runs: auto (int8 on CPUs with VNNI
                   "2x faster, when the model has an int8 variant; fp32 elsewhere), fp32, fp16 or int8 (the variant "
                   "<name>-fp16 / <name>-int8 that 'mde export --fp16 / --int8 --store' makes).")
 DEVICE_HELP = "cpu or cuda (ort on cuda needs onnxruntime-gpu: pip install 'mde\\[gpu]')."
+OFFSET_HELP = ("Seconds into each file where the embedded span starts; decoding seeks there (timestamps still count "
+               "from the file's start).")
+DURATION_HELP = "Seconds embedded from --offset; only that much is decoded (default: to the end of each file)."
+
 def register(app: typer.Typer) -> None:
     app.command("embed")(embed)
     app.command("tag")(tag)
@@ -64,6 +68,8 @@ def embed(
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes, each with its own model copy."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute outputs that already exist (default: skip them, so a stopped batch resumes)."),
     no_pad: bool = typer.Option(False, "--no-pad", help="Skip clips shorter than one window instead of zero-padding them to one window."),
+    offset: float = typer.Option(0.0, "--offset", min=0.0, help=OFFSET_HELP),
+    duration: Optional[float] = typer.Option(None, "--duration", help=DURATION_HELP),
     backend: str = typer.Option("ort", "--backend", help=BACKEND_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
@@ -80,7 +86,7 @@ def embed(
     out_dir = output_path(out)
     on_ray = ray_requested(ray, ray_address, workers, actors)
     settings = EmbedSettings(fmt=fmt, hop=hop, window=window, pad=not no_pad, layer=layer, overwrite=overwrite,
-                             backend=backend, device=device)
+                             backend=backend, device=device, offset=offset, duration=duration)
     check_destination(out_dir)  # before the default model's first-use import or any other work
     model_path = _model_path(model, backend, device, precision)
     check_request(read_model_info(model_path), layer, window, hop)  # before the progress bar starts
@@ -129,15 +135,19 @@ def tag(
     frames: bool = typer.Option(False, "--frames", help="Show the top tags of every frame, not only the clip mean."),
     hop: Optional[float] = typer.Option(None, "--hop", help=HOP_HELP),
     window: Optional[float] = typer.Option(None, "--window", help=WINDOW_HELP),
+    offset: float = typer.Option(0.0, "--offset", min=0.0, help=OFFSET_HELP),
+    duration: Optional[float] = typer.Option(None, "--duration", help=DURATION_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     backend: str = typer.Option("ort", "--backend", help=BACKEND_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Print the most probable tags of each file (mean over frames), or of each frame with --frames."""
+    from mde.audio import check_span
     from mde.errors import MdeError, ModelError
     from mde.runtime.extractor import Model, check_request
 
+    check_span(offset, duration)
     loaded = Model(_model_path(model, backend, device, precision), threads=threads, backend=backend, device=device)
     check_request(loaded.info, window=window, hop=hop)
     if not loaded.info.tag_names:
@@ -145,7 +155,7 @@ def tag(
     documents, failures = [], []
     for source in _inputs(paths):
         try:
-            result = loaded.embed(source, hop=hop, window=window)
+            result = loaded.embed(source, hop=hop, window=window, offset=offset, duration=duration)
         except MdeError as exc:
             failures.append(source)
             err.print(failure_line(source, str(exc)), style="red")

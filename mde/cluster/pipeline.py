@@ -238,7 +238,8 @@ def _prepared(preparer: ClipPreparer, row: dict[str, Any], settings: EmbedSettin
     """(the job's prepared clip, an empty outcome), or (None, its 'failed' / 'short' outcome)."""
     s = settings
     try:
-        clip = preparer.prepare(row["source"], hop=s.hop, pad=s.pad, layer=s.layer, window=s.window).materialized()
+        clip = preparer.prepare(row["source"], hop=s.hop, pad=s.pad, layer=s.layer, window=s.window,
+                                offset=s.offset, duration=s.duration).materialized()
     except ClipTooShort as exc:
         return None, outcome_fields(SHORT, short_message(exc))
     except MdeError as exc:

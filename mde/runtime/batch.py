@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mde.audio import decoded_bytes
+from mde.audio import check_span, decoded_bytes
 from mde.errors import MdeError
 from mde.runtime.backends.common import check_choice
 from mde.runtime.chunker import frame_grid
@@ -60,7 +60,8 @@ class BatchReport:
 
 @dataclass(frozen=True)
 class EmbedSettings:
-    """How each file is embedded and written (window and hop in seconds; None = the model's), and which
+    """How each file is embedded and written (window and hop in seconds; None = the model's), the span of
+    each file embedded (from ``offset`` seconds for ``duration`` seconds; None = to the end), and which
     inference backend and device run the model (see :func:`mde.runtime.backends.factory.make_backend`)."""
 
     fmt: str = "npz"
@@ -71,12 +72,15 @@ class EmbedSettings:
     overwrite: bool = False
     backend: str = "ort"
     device: str = "cpu"
+    offset: float = 0.0
+    duration: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise MdeError(f"unknown format {self.fmt!r}; choose from {', '.join(FORMATS)}")
         check_choice(self.backend, self.device)
         check_seconds(self.window, self.hop)
+        check_span(self.offset, self.duration)
 
 
 def plan_outputs(sources: Iterable[Path], out_dir: OutputPath, fmt: str) -> list[tuple[Path, OutputPath]]:
@@ -134,7 +138,7 @@ def output_settings(model_path: Path, settings: EmbedSettings) -> OutputSettings
     return OutputSettings(
         model_sha256=file_sha256(model_path), layer=settings.layer or info.embedding_output,
         window=grid.window_seconds, hop=grid.step * grid.unit_seconds, pad=settings.pad,
-        sample_rate=info.sample_rate,
+        sample_rate=info.sample_rate, offset=settings.offset, max_duration=settings.duration or 0.0,
     )
 
 
@@ -147,7 +151,8 @@ def embed_one(
     if settled is not None:
         return settled
     try:
-        result = model.embed(source, hop=settings.hop, pad=settings.pad, layer=settings.layer, window=settings.window)
+        result = model.embed(source, hop=settings.hop, pad=settings.pad, layer=settings.layer, window=settings.window,
+                             offset=settings.offset, duration=settings.duration)
     except ClipTooShort as exc:
         return FileOutcome(source, target, "short", short_message(exc))
     except MdeError as exc:

@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from mde.audio import check_samples, fit_channels, load_audio, pad_to_length, resample
+from mde.audio import check_samples, check_span, fit_channels, load_audio, pad_to_length, resample, span_frames
 from mde.errors import MdeError, ModelError
 from mde.runtime import store
 from mde.runtime.backends.factory import make_backend
@@ -38,7 +38,8 @@ class EmbeddingResult:
     Attributes
     ----------
     timestamps : np.ndarray, float64, shape (frames,)
-        Start of each frame in seconds from the start of the clip.
+        Start of each frame in seconds from the start of the file or array (``offset`` included when a
+        span was embedded).
     embedding : np.ndarray, float32, shape (frames, dim)
         The model's embedding output, or the requested ``layer``.
     tags : np.ndarray, float32, shape (frames, n_tags), or None
@@ -52,7 +53,7 @@ class EmbeddingResult:
     padded : bool, default False
         True when the clip was shorter than one window and was zero-padded to one.
     duration : float, default 0.0
-        Length of the clip in seconds, before any padding.
+        Length of the clip (the span embedded) in seconds, before any padding.
     source : str or None, default None
         The file embedded; None for an array.
     """
@@ -207,6 +208,8 @@ class Model:
         pad: bool = True,
         layer: Optional[str] = None,
         window: Optional[float] = None,
+        offset: float = 0.0,
+        duration: Optional[float] = None,
     ) -> EmbeddingResult:
         """Embed a file or a float array, one vector (and tag probabilities) per frame.
 
@@ -229,6 +232,11 @@ class Model:
             The output returned as ``embedding`` (None: the model's embedding output).
         window : float or None, default None
             Frame length in seconds, for models that take any length (None: the model's window).
+        offset : float, default 0.0
+            Seconds from the start of the file or array where the embedded span starts (a file is decoded
+            from there on: see :func:`mde.audio.load_audio`); timestamps count from the start all the same.
+        duration : float or None, default None
+            Seconds of audio embedded from ``offset`` (None: to the end).
 
         Returns
         -------
@@ -243,12 +251,13 @@ class Model:
         ModelError
             No output ``layer``, or the model gave NaN or infinity.
         MdeError
-            ``window`` or ``hop`` out of bounds, ``sr`` given with a path, or an array of another
-            shape than the model takes.
+            ``window`` or ``hop`` out of bounds, ``sr`` given with a path, an array of another shape than
+            the model takes, ``offset`` negative, at or past the end, or ``duration`` not above 0.
         ClipTooShort
             The clip is shorter than one window and ``pad`` is False.
         """
-        return self.infer(self.preparer.prepare(audio, sr=sr, hop=hop, pad=pad, layer=layer, window=window))
+        return self.infer(self.preparer.prepare(audio, sr=sr, hop=hop, pad=pad, layer=layer, window=window,
+                                                offset=offset, duration=duration))
 
     def infer(self, clip: PreparedClip) -> EmbeddingResult:
         """The second half of :meth:`embed`: run the network on a clip that :class:`ClipPreparer` (this
@@ -266,7 +275,7 @@ class Model:
         check_finite_outputs(values, clip.source or "array", self.name)
         tags_name = self.info.tags_output
         return EmbeddingResult(
-            timestamps=clip.starts * clip.unit_seconds,
+            timestamps=clip.starts * clip.unit_seconds + clip.offset,
             embedding=values[clip.layer],
             tags=values.get(tags_name) if tags_name else None,
             tag_names=self.info.tag_names,
@@ -298,6 +307,7 @@ class PreparedClip:
     layer: the output returned as the embedding.
     duration: seconds of the decoded clip (before padding); padded: whether it was zero-padded to one window.
     source: the file's path, or None for an array.
+    offset: seconds from the start of the file or array to the clip's start (added to the timestamps).
     """
 
     starts: np.ndarray
@@ -307,6 +317,7 @@ class PreparedClip:
     duration: float
     padded: bool
     source: Optional[str]
+    offset: float = 0.0
 
     def materialized(self) -> PreparedClip:
         """The same clip with every batch computed now (to send it to another process)."""
@@ -332,17 +343,20 @@ class ClipPreparer:
         return self.info.name
 
     def prepare(self, audio: AudioInput, sr: Optional[int] = None, hop: Optional[float] = None, pad: bool = True,
-                layer: Optional[str] = None, window: Optional[float] = None) -> PreparedClip:
+                layer: Optional[str] = None, window: Optional[float] = None, offset: float = 0.0,
+                duration: Optional[float] = None) -> PreparedClip:
         """The clip ``audio`` ready for inference; arguments and errors (but the model's NaN) as :meth:`Model.embed`."""
         layer = layer or self.info.embedding_output
         grid = check_request(self.info, layer=layer, window=window, hop=hop)
-        samples, source = self._samples(audio, sr)
-        duration = len(samples) / self.info.sample_rate
+        check_span(offset, duration)
+        samples, source = self._samples(audio, sr, offset, duration)
+        seconds = len(samples) / self.info.sample_rate
         samples, padded = self._padded(samples, grid, pad, source)
         starts, batches = frame_inputs(samples, grid, self.inputs, frames_per_call(grid, self.batch_size))
-        return PreparedClip(starts, grid.unit_seconds, batches, layer, duration, padded, source)
+        return PreparedClip(starts, grid.unit_seconds, batches, layer, seconds, padded, source, offset)
 
-    def _samples(self, audio: AudioInput, sr: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
+    def _samples(self, audio: AudioInput, sr: Optional[int], offset: float = 0.0,
+                 duration: Optional[float] = None) -> tuple[np.ndarray, Optional[str]]:
         rate, channels = self.info.sample_rate, self.info.channels
         if isinstance(audio, np.ndarray):
             samples = np.ascontiguousarray(audio, dtype=np.float32)
@@ -350,11 +364,16 @@ class ClipPreparer:
                 raise MdeError(f"expected a mono (samples,) array, got shape {samples.shape}")
             if samples.ndim not in (1, 2):
                 raise MdeError(f"expected a (samples,) or (samples, {channels}) array, got shape {samples.shape}")
-            check_samples(samples, "array")
+            start, count = span_frames(sr or rate, offset, duration)
+            if start and start >= len(samples):
+                seconds = len(samples) / (sr or rate)
+                raise MdeError(f"array: the offset {offset:g} s is at or past its end ({seconds:.2f} s)")
+            samples = samples[start : None if count is None else start + count]
+            check_samples(samples, "array", offset=start)
             return resample(fit_channels(samples, channels, "array"), sr or rate, rate), None
         if sr is not None:
             raise MdeError("sr applies to arrays only; a file is read at its own rate")
-        samples, _ = load_audio(audio, sr=rate, channels=channels)
+        samples, _ = load_audio(audio, sr=rate, channels=channels, offset=offset, duration=duration)
         return samples, os.fspath(audio)
 
     def _padded(

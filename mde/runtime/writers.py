@@ -3,13 +3,14 @@
 Every output is written through :func:`mde.atomic.atomic_path`, so a killed batch leaves either a whole
 output or none, and carries its :class:`OutputSettings`, so a resumed batch reuses only outputs made
 with the same model file and settings (:func:`reuse_problem`). Time is ``timestamp`` (seconds from the
-start of the clip to the start of the frame) in every format. The layout of each format:
+start of the file to the start of the frame, also when only a span from ``offset`` was embedded) in every
+format. The layout of each format:
 
 npz
     Arrays ``embedding`` (frames, dim) float32, ``tags`` (frames, n_tags) float32 (n_tags = 0 for a model
     without tags), ``timestamp`` (frames,) float64 seconds, ``tag_names`` (n_tags,) str, and 0-d arrays
     ``model``, ``padded``, ``duration`` (s) and the settings: ``model_sha256``, ``layer``, ``window`` (s),
-    ``hop`` (s), ``pad``, ``sample_rate`` (Hz), ``format_version``.
+    ``hop`` (s), ``pad``, ``sample_rate`` (Hz), ``offset`` (s), ``max_duration`` (s), ``format_version``.
 parquet
     A row per frame: ``source``, ``model``, ``timestamp`` (s), ``embedding`` and ``tags`` (fixed-size
     lists). The schema metadata holds ``mde.<key>`` = JSON value for ``tag_names``, ``padded``,
@@ -50,6 +51,8 @@ class OutputSettings:
     window, hop: frame length and step, in seconds.
     pad: whether clips shorter than one window are zero-padded to one window.
     sample_rate: the model's sample rate in Hz.
+    offset: seconds from the start of the file where the embedded span starts.
+    max_duration: the most seconds embedded from ``offset``; 0 for 'to the end'.
     format_version: :data:`FORMAT_VERSION` of the writer that made the output.
     """
 
@@ -59,6 +62,8 @@ class OutputSettings:
     hop: float
     pad: bool
     sample_rate: int
+    offset: float = 0.0
+    max_duration: float = 0.0
     format_version: int = FORMAT_VERSION
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,6 +71,8 @@ class OutputSettings:
 
 
 SETTING_KEYS = tuple(f.name for f in dataclasses.fields(OutputSettings))
+_LATER_SETTINGS = {"offset": 0.0, "max_duration": 0.0}
+"""Settings added within format version 2, and what an output made before them was made with (the whole file)."""
 
 
 def _described(result: EmbeddingResult, settings: OutputSettings) -> dict[str, Any]:
@@ -194,6 +201,7 @@ def reuse_problem(target: Path, fmt: str, settings: OutputSettings) -> Optional[
     except Exception as exc:  # a damaged file raises whatever its reader raises; it is simply remade
         reason = str(exc).split(". ")[0]  # the first sentence: numpy goes on to explain pickles
         return f"is unreadable ({type(exc).__name__}: {reason})"
+    stored = {**_LATER_SETTINGS, **stored}
     if stored.get("format_version") != FORMAT_VERSION or set(stored) != set(SETTING_KEYS):
         return "was made by another version of mde"
     wanted = settings.as_dict()
@@ -206,4 +214,5 @@ def _shown(key: str, value: Any) -> str:
     """A setting as a note shows it: the model digest shortened to 12 hex digits, seconds with 's'."""
     if key == "model_sha256":
         return f"{str(value)[:12]}..."
-    return f"{value:g} s" if key in ("window", "hop") and isinstance(value, (int, float)) else str(value)
+    return f"{value:g} s" if key in ("window", "hop", "offset", "max_duration") and isinstance(value, (int, float)) \
+        else str(value)
